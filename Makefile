@@ -1,0 +1,73 @@
+# Signalbox: what CI and people run. `make test` works on a fresh machine: it installs
+# everything it needs (Python venv, npm packages, Debian packages) before running the suites.
+SHELL := bash
+.SHELLFLAGS := -euo pipefail -c
+.DEFAULT_GOAL := help
+
+VENV := .venv
+PY := $(VENV)/bin/python
+UV := $(VENV)/bin/uv
+# Command-line tools the project installs for itself (Compose v2, hadolint, ...).
+export PATH := $(CURDIR)/.tools/bin:$(CURDIR)/$(VENV)/bin:$(PATH)
+NODE_DIRS := $(patsubst %/package-lock.json,%,$(wildcard examples/*/package-lock.json tools/*/package-lock.json))
+
+.PHONY: help setup setup-python setup-node setup-system test test-python test-node lint format validate bench lock up down verify traffic
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
+
+setup: setup-python setup-node setup-system ## install everything the tests and tools need
+
+setup-python: $(VENV)/.synced
+$(VENV)/.synced: requirements.lock pyproject.toml
+	python3 -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet uv==0.13.8
+	$(UV) pip sync --quiet --python $(PY) requirements.lock
+	$(UV) pip install --quiet --python $(PY) --no-deps -e .
+	touch $@
+
+setup-node: ## npm ci in every folder with a package-lock.json
+	@for dir in $(NODE_DIRS); do echo "npm ci in $$dir"; (cd $$dir && npm ci --no-audit --no-fund --loglevel=error); done
+
+setup-system: ## Debian packages and tools (prometheus, Compose v2)
+	scripts/install-system-deps.sh
+
+test: setup lint test-python test-node validate ## every suite: lint, Python, Node, bundle validation
+
+test-python: setup-python
+	$(PY) -m pytest
+
+test-node: setup-node
+	@for dir in $(NODE_DIRS); do \
+	  if grep -q '"test"' $$dir/package.json; then echo "npm test in $$dir"; (cd $$dir && npm test); fi; \
+	done
+
+lint: setup-python ## ruff (lint + format check) and mypy
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+
+format: setup-python ## apply ruff fixes and formatting
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
+
+validate: setup ## check the bundle offline (compose, Prometheus, Loki, Tempo, Grafana, Railway)
+	$(VENV)/bin/signalbox validate .
+
+bench: setup ## instrumentation overhead and outage benchmarks
+	$(PY) -m bench
+
+lock: ## re-pin Python dependencies after editing pyproject.toml or requirements.in
+	scripts/lock.sh
+
+up: ## start the local stack
+	docker compose up -d --build
+
+down:
+	docker compose down
+
+verify: setup-python ## prove the trace-id join on a running stack (see README)
+	$(VENV)/bin/signalbox verify
+
+traffic: setup-python ## send realistic traffic to the sample services
+	$(VENV)/bin/signalbox traffic

@@ -1,0 +1,5 @@
+import sys
+
+from signalbox.cli import main
+
+sys.exit(main())

@@ -1,0 +1,59 @@
+"""The ``signalbox`` command line: validate, verify, traffic."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from signalbox import __version__
+from signalbox.report import EXIT_MISUSE
+
+
+def _build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="signalbox",
+        description="Validate the Signalbox bundle offline and verify a running stack.",
+    )
+    parser.add_argument("--version", action="version", version=f"signalbox {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for module_name in ("validate", "verify", "traffic"):
+        module = _load_command(module_name)
+        if module is not None:
+            module.register(commands)
+    return parser
+
+
+def _load_command(name: str):  # type: ignore[no-untyped-def]
+    """Import ``signalbox.<name>`` if it exists (each command lives in its own module)."""
+    import importlib
+
+    try:
+        return importlib.import_module(f"signalbox.{name}")
+    except ModuleNotFoundError as exc:
+        if exc.name == f"signalbox.{name}":
+            return None
+        raise
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # argparse exits 2 on misuse, 0 on --help
+        return int(exc.code or 0)
+    try:
+        return int(args.handler(args))
+    except KeyboardInterrupt:
+        print("signalbox: interrupted", file=sys.stderr)
+        return 130
+    except UsageError as exc:
+        print(f"signalbox: {exc}", file=sys.stderr)
+        return EXIT_MISUSE
+
+
+class UsageError(Exception):
+    """Raised by a command for misuse (bad flags or inputs): reported on stderr, exit 2."""
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,86 @@
+"""Findings collected by a command, and how they are reported.
+
+Every command collects all findings first, then reports once: a human table (or JSON with
+``--output json``) on stdout, diagnostics on stderr, and an exit code:
+0 all good, 1 a check failed, 2 misuse.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass, field
+from enum import StrEnum
+from typing import Any, TextIO
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_MISUSE = 2
+
+
+class Status(StrEnum):
+    PASSED = "passed"
+    FAILED = "failed"
+    SKIPPED = "skipped"
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One result of one check: what was checked, where, and what was found."""
+
+    check: str
+    status: Status
+    message: str
+    location: str = ""
+    details: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def passed(cls, check: str, message: str, location: str = "", **details: Any) -> Finding:
+        return cls(check, Status.PASSED, message, location, details)
+
+    @classmethod
+    def failed(cls, check: str, message: str, location: str = "", **details: Any) -> Finding:
+        return cls(check, Status.FAILED, message, location, details)
+
+    @classmethod
+    def skipped(cls, check: str, message: str, location: str = "", **details: Any) -> Finding:
+        return cls(check, Status.SKIPPED, message, location, details)
+
+
+def exit_code(findings: Iterable[Finding]) -> int:
+    return EXIT_FAILED if any(f.status is Status.FAILED for f in findings) else EXIT_OK
+
+
+def render(findings: list[Finding], output: str, stream: TextIO = sys.stdout) -> None:
+    """Write the findings as a table (``text``) or a JSON document (``json``)."""
+    if output == "json":
+        document = {
+            "ok": exit_code(findings) == EXIT_OK,
+            "counts": {s.value: sum(f.status is s for f in findings) for s in Status},
+            "findings": [asdict(f) for f in findings],
+        }
+        json.dump(document, stream, indent=2, default=str)
+        stream.write("\n")
+        return
+    _render_text(findings, stream)
+
+
+def _render_text(findings: list[Finding], stream: TextIO) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console(file=stream, highlight=False, soft_wrap=True)
+    table = Table(show_header=True, header_style="bold", expand=False)
+    for column in ("check", "status", "location", "message"):
+        table.add_column(column, overflow="fold")
+    style = {Status.PASSED: "green", Status.FAILED: "red", Status.SKIPPED: "yellow"}
+    for f in findings:
+        table.add_row(f.check, f"[{style[f.status]}]{f.status.value}[/]", f.location, f.message)
+    console.print(table)
+    counts = {s: sum(f.status is s for f in findings) for s in Status}
+    verdict = "FAILED" if counts[Status.FAILED] else "OK"
+    console.print(
+        f"{verdict}: {counts[Status.PASSED]} passed, {counts[Status.FAILED]} failed, "
+        f"{counts[Status.SKIPPED]} skipped"
+    )

@@ -1,0 +1,107 @@
+"""Start the real sample services as child processes, the way users start them.
+
+FastAPI: ``python -m app`` in examples/fastapi-app; Node: ``npm start`` in examples/api.
+Each gets a free port and only the environment the test gives it (plus PATH/HOME), and is
+stopped with SIGTERM (then SIGKILL) when the test ends.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+REPO = Path(__file__).resolve().parents[2]
+FASTAPI_DIR = REPO / "examples" / "fastapi-app"
+NODE_DIR = REPO / "examples" / "api"
+_INHERITED = ("PATH", "HOME", "LANG", "TMPDIR", "NODE_OPTIONS", "SYSTEMROOT")
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+        sock.bind(("::", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class Service:
+    url: str
+    port: int
+    process: subprocess.Popen[bytes]
+    log_path: Path
+
+    def output(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def stop(self, timeout: float = 15.0) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        return self.process.returncode
+
+
+@contextlib.contextmanager
+def run_service(
+    command: list[str],
+    cwd: Path,
+    env: Mapping[str, str],
+    port: int | None = None,
+    ready_path: str = "/ready",
+    timeout: float = 30.0,
+) -> Iterator[Service]:
+    port = port or free_port()
+    full_env = {k: os.environ[k] for k in _INHERITED if k in os.environ}
+    full_env.update({"PORT": str(port), **env})
+    with tempfile.NamedTemporaryFile(prefix=f"{cwd.name}-", suffix=".log", delete=False) as log:
+        log_path = Path(log.name)
+    with log_path.open("wb") as sink:
+        process = subprocess.Popen(command, cwd=cwd, env=full_env, stdout=sink, stderr=sink)
+    service = Service(f"http://127.0.0.1:{port}", port, process, log_path)
+    try:
+        _wait_ready(service, ready_path, timeout)
+        yield service
+    finally:
+        service.stop()
+
+
+def fastapi_app(
+    env: Mapping[str, str], **kwargs: object
+) -> contextlib.AbstractContextManager[Service]:
+    return run_service([sys.executable, "-m", "app"], FASTAPI_DIR, env, **kwargs)  # type: ignore[arg-type]
+
+
+def node_api(
+    env: Mapping[str, str], **kwargs: object
+) -> contextlib.AbstractContextManager[Service]:
+    return run_service(["npm", "start", "--silent"], NODE_DIR, env, **kwargs)  # type: ignore[arg-type]
+
+
+def _wait_ready(service: Service, path: str, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if service.process.poll() is not None:
+            raise AssertionError(
+                f"service exited with {service.process.returncode}:\n{service.output()}"
+            )
+        try:
+            if httpx.get(service.url + path, timeout=1.0).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.1)
+    raise AssertionError(f"service not ready after {timeout}s:\n{service.output()}")
