@@ -1,0 +1,68 @@
+"""``python -m app``: validate the configuration, set up telemetry, then serve on ``$PORT``."""
+
+from __future__ import annotations
+
+import logging
+import socket
+import sys
+
+from app.settings import ConfigurationError, Settings, load_settings
+
+_log = logging.getLogger("app")
+
+
+def main() -> int:
+    try:
+        settings = load_settings()
+    except ConfigurationError as exc:
+        print(f"fastapi-app: {exc}", file=sys.stderr)
+        return 2
+
+    # Telemetry first: the framework and HTTP client are imported after instrumentation is set.
+    from app import telemetry
+
+    active = telemetry.setup(settings)
+
+    import uvicorn
+
+    from app.main import create_app
+
+    server = uvicorn.Server(
+        uvicorn.Config(
+            create_app(settings, active),
+            log_config=None,  # keep the JSON logging set up by telemetry
+            access_log=False,  # RequestTelemetryMiddleware writes one line per request
+            server_header=False,
+            timeout_graceful_shutdown=10,
+        )
+    )
+    server.run(sockets=[_listen(settings)])
+    return 0
+
+
+def _listen(settings: Settings) -> socket.socket:
+    """One socket for IPv4 and IPv6 when the host allows it (Railway's private network is
+    IPv6; compose networks are IPv4). uvicorn's own ``--host ::`` would be IPv6-only."""
+    wildcard = settings.host in ("::", "")
+    if wildcard and socket.has_dualstack_ipv6():
+        family, address = socket.AF_INET6, "::"
+    else:
+        address = "0.0.0.0" if wildcard else settings.host
+        family = socket.AF_INET6 if ":" in address else socket.AF_INET
+    # proto must be IPPROTO_TCP (not 0): asyncio only sets TCP_NODELAY on accepted sockets
+    # whose proto says TCP, and without it every keep-alive response waits ~40 ms (Nagle
+    # against delayed ACKs).
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if family == socket.AF_INET6:
+        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0 if wildcard else 1)
+    sock.bind((address, settings.port))
+    sock.listen(2048)
+    sock.set_inheritable(True)
+    bound = sock.getsockname()
+    _log.info("listening on [%s]:%d", bound[0], bound[1])
+    return sock
+
+
+if __name__ == "__main__":
+    sys.exit(main())

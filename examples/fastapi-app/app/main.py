@@ -1,0 +1,176 @@
+"""The FastAPI sample service: routes that show each signal, including deliberate failures."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Annotated, Any, Literal
+
+import httpx
+from fastapi import FastAPI, Query, Request, Response
+from fastapi.responses import JSONResponse
+from prometheus_client import REGISTRY
+from prometheus_client.exposition import choose_encoder
+
+from app.metrics import BUILD_INFO, RequestTelemetryMiddleware
+from app.observe import add_breadcrumb, capture_exception, monitored
+from app.settings import Settings
+from app.telemetry import Telemetry, current_trace_id, instrument_app
+
+_log = logging.getLogger("app")
+
+SKU_PATTERN = r"^[A-Za-z0-9-]{1,32}$"
+NAME_PATTERN = r"^[\w .'-]{1,64}$"
+MAX_SLOW_MS = 10_000
+
+
+class DeliberateError(RuntimeError):
+    """Raised on purpose by /error so the whole error path can be seen end to end."""
+
+
+def create_app(settings: Settings, telemetry: Telemetry) -> FastAPI:
+    downstream_base = str(settings.downstream_url).rstrip("/")
+    state: dict[str, Any] = {"ready": False}
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        async with httpx.AsyncClient(
+            base_url=downstream_base,
+            timeout=httpx.Timeout(settings.downstream_timeout_seconds),
+            limits=httpx.Limits(max_connections=100, max_keepalive_connections=20),
+        ) as client:
+            state["client"] = client
+            state["ready"] = True
+            _log.info("listening; downstream %s", downstream_base)
+            yield
+            state["ready"] = False
+        telemetry.shutdown()
+
+    app = FastAPI(
+        title="Signalbox FastAPI sample",
+        version=settings.version,
+        lifespan=lifespan,
+        # FastAPI's built-in OpenTelemetry support stays off: app.telemetry instruments with
+        # opentelemetry-instrumentation-fastapi, and two instrumentations would double the spans.
+        telemetry={"tracing": False, "metrics": False, "logs": False},
+        description="Emits Sentry errors, Tempo traces, Loki logs and Prometheus exemplars "
+        "that share one trace id per request.",
+    )
+    app.add_middleware(RequestTelemetryMiddleware)
+    instrument_app(app)
+    BUILD_INFO.labels(settings.version, settings.git_commit, settings.otel_service_name).set(1)
+
+    @app.get("/")
+    async def info() -> dict[str, Any]:
+        return {
+            "service": settings.otel_service_name,
+            "version": settings.version,
+            "environment": settings.sentry_environment,
+            "telemetry": telemetry.summary,
+            "routes": ["/health", "/ready", "/hello", "/slow", "/error", "/chain", "/metrics"],
+        }
+
+    @app.get("/health")
+    async def health() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/ready")
+    async def ready() -> JSONResponse:
+        if not state["ready"]:
+            return JSONResponse({"status": "starting or stopping"}, status_code=503)
+        return JSONResponse({"status": "ready"})
+
+    @app.get("/hello")
+    async def hello(
+        name: Annotated[str, Query(pattern=NAME_PATTERN, description="Who to greet")] = "world",
+    ) -> dict[str, str]:
+        _log.info("greeting %s", name)
+        return {"message": f"Hello, {name}!"}
+
+    @app.get("/slow")
+    async def slow(
+        ms: Annotated[int, Query(ge=0, le=MAX_SLOW_MS, description="Delay in milliseconds")] = 500,
+    ) -> dict[str, int]:
+        # asyncio.sleep yields the event loop: other requests are served meanwhile.
+        await asyncio.sleep(ms / 1000)
+        return {"slept_ms": ms}
+
+    @app.get("/error")
+    async def error(
+        kind: Annotated[
+            Literal["unhandled", "handled"],
+            Query(description="unhandled: raise to the framework; handled: capture and answer"),
+        ] = "unhandled",
+    ) -> JSONResponse:
+        add_breadcrumb("about to fail on purpose", category="demo", kind=kind)
+        try:
+            raise DeliberateError(f"deliberate {kind} error from /error")
+        except DeliberateError as exc:
+            if kind == "unhandled":
+                raise
+            _log.error("handled deliberate error", extra={"error_kind": kind})
+            event_id = capture_exception(exc, route="/error", kind=kind)
+            return JSONResponse(
+                {"error": str(exc), "event_id": event_id, "trace_id": current_trace_id()},
+                status_code=500,
+            )
+
+    @app.get("/chain")
+    async def chain(
+        sku: Annotated[
+            str, Query(pattern=SKU_PATTERN, description="Inventory item id")
+        ] = "SB-1001",
+    ) -> JSONResponse:
+        return await _lookup_inventory(state["client"], downstream_base, sku)
+
+    @app.get("/metrics")
+    async def metrics(request: Request) -> Response:
+        # Exemplars only exist in the OpenMetrics format; Prometheus asks for it when scraping.
+        encoder, content_type = choose_encoder(request.headers.get("accept", ""))
+        return Response(encoder(REGISTRY), media_type=content_type)
+
+    return app
+
+
+@monitored
+async def _lookup_inventory(client: httpx.AsyncClient, base: str, sku: str) -> JSONResponse:
+    """Call the Node service; map its failures to clear gateway errors."""
+    try:
+        response = await client.get(f"/inventory/{sku}")
+    except httpx.TimeoutException as exc:
+        return _downstream_failed(exc, 504, "downstream timed out", base, sku)
+    except httpx.TransportError as exc:
+        return _downstream_failed(exc, 503, "downstream unavailable", base, sku)
+    if response.status_code == 404:
+        return JSONResponse({"error": "unknown sku", "sku": sku}, status_code=404)
+    if response.status_code >= 500:
+        error = httpx.HTTPStatusError(
+            f"downstream answered {response.status_code}",
+            request=response.request,
+            response=response,
+        )
+        return _downstream_failed(error, 502, "downstream failed", base, sku)
+    if response.status_code >= 400:
+        return JSONResponse(
+            {"error": "downstream rejected the request", "status": response.status_code},
+            status_code=502,
+        )
+    return JSONResponse({"sku": sku, "inventory": response.json(), "trace_id": current_trace_id()})
+
+
+def _downstream_failed(
+    error: Exception, status: int, message: str, base: str, sku: str
+) -> JSONResponse:
+    _log.error("%s: %s", message, type(error).__name__, extra={"downstream": base, "sku": sku})
+    event_id = capture_exception(error, downstream=base, sku=sku, status=status)
+    return JSONResponse(
+        {
+            "error": message,
+            "downstream": base,
+            "event_id": event_id,
+            "trace_id": current_trace_id(),
+        },
+        status_code=status,
+    )

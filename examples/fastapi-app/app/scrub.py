@@ -1,0 +1,76 @@
+"""PII scrubbing shared by every signal: Sentry events, log records and span attributes.
+
+Two rules, applied everywhere:
+- a value stored under a sensitive key (password, token, card number, ...) is replaced whole;
+- free text (messages, URLs, query strings) has card numbers, emails, bearer tokens and
+  sensitive ``key=value`` pairs masked in place.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from typing import Any
+
+FILTERED = "[Filtered]"
+
+_SENSITIVE_KEY = re.compile(
+    r"pass(word|wd)?|secret|token|api[-_]?key|auth(orization)?|cookie|session|"
+    r"credit[-_]?card|card[-_]?(number|no)?|\bcc\b|cvv|cvc|ssn|social[-_]?security|private[-_]?key|"
+    r"e-?mail",
+    re.IGNORECASE,
+)
+# key=value pairs in query strings, form bodies and log text.
+_SENSITIVE_PAIR = re.compile(
+    r"(?P<key>[\w.-]*(?:pass(?:word|wd)?|secret|token|api[-_]?key|auth|cookie|session|card|"
+    r"cvv|cvc|ssn|e-?mail)[\w.-]*)(?P<sep>=|:\s*)(?P<value>[^&\s,;\"']+)",
+    re.IGNORECASE,
+)
+_BEARER = re.compile(r"\b(Bearer|Basic)\s+[A-Za-z0-9._~+/=-]+", re.IGNORECASE)
+_EMAIL = re.compile(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}")
+# 13-19 digits, optionally grouped by spaces or dashes; confirmed with the Luhn checksum so
+# that ordinary long numbers (ids, timestamps) survive.
+_CARD_CANDIDATE = re.compile(r"(?<![\w-])(?:\d[ -]?){12,18}\d(?![\w-])")
+
+
+def is_sensitive_key(key: str) -> bool:
+    return bool(_SENSITIVE_KEY.search(key))
+
+
+def scrub_text(text: str) -> str:
+    if not text:
+        return text
+    # Whole-token patterns first: a card number with spaces or a "Bearer x" would otherwise be
+    # cut in half by the key=value rule, which stops at whitespace.
+    text = _BEARER.sub(lambda m: f"{m.group(1)} {FILTERED}", text)
+    text = _CARD_CANDIDATE.sub(_mask_card, text)
+    text = _EMAIL.sub(FILTERED, text)
+    return _SENSITIVE_PAIR.sub(lambda m: f"{m['key']}{m['sep']}{FILTERED}", text)
+
+
+def scrub_value(key: str, value: Any) -> Any:
+    """Scrub ``value`` found under ``key``, recursing into containers."""
+    if is_sensitive_key(key) and value not in (None, "", FILTERED):
+        return FILTERED
+    if isinstance(value, str):
+        return scrub_text(value)
+    if isinstance(value, Mapping):
+        return {k: scrub_value(str(k), v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return type(value)(scrub_value(key, v) for v in value)
+    return value
+
+
+def _mask_card(match: re.Match[str]) -> str:
+    digits = re.sub(r"\D", "", match.group(0))
+    return FILTERED if 13 <= len(digits) <= 19 and _luhn_valid(digits) else match.group(0)
+
+
+def _luhn_valid(digits: str) -> bool:
+    total = 0
+    for index, char in enumerate(reversed(digits)):
+        n = int(char)
+        if index % 2:
+            n = n * 2 - 9 if n > 4 else n * 2
+        total += n
+    return total % 10 == 0

@@ -1,0 +1,94 @@
+"""The service's configuration: environment variables only, validated once at start-up.
+
+Standard names are used where a standard exists (``OTEL_*`` from the OpenTelemetry spec,
+``SENTRY_*`` from Sentry's SDK docs), so the same variables work for every service in the stack.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import AliasChoices, Field, HttpUrl, ValidationError, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+SampleRate = Annotated[float, Field(ge=0.0, le=1.0)]
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(case_sensitive=False, extra="ignore", env_prefix="")
+
+    port: Annotated[int, Field(ge=1, le=65535)] = 8000
+    # "::" listens on IPv6 and IPv4 (dual-stack) where the host has IPv6, else on 0.0.0.0.
+    host: str = "::"
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+    otel_service_name: str = "fastapi-app"
+    otel_exporter_otlp_traces_endpoint: HttpUrl | None = None
+    otel_exporter_otlp_logs_endpoint: HttpUrl | None = None
+    # Bounded buffers: when a backend is slow or down, telemetry is dropped (and counted)
+    # rather than held in memory or waited for.
+    otel_bsp_max_queue_size: Annotated[int, Field(ge=1, le=1_000_000)] = 2048
+    otel_blrp_max_queue_size: Annotated[int, Field(ge=1, le=1_000_000)] = 2048
+    otel_exporter_otlp_timeout: Annotated[float, Field(gt=0, le=60)] = 5.0
+
+    sentry_dsn: str | None = None
+    sentry_environment: str = "development"
+    sentry_release: str | None = Field(
+        default=None, validation_alias=AliasChoices("SENTRY_RELEASE", "GIT_COMMIT")
+    )
+    git_commit: str = "unknown"
+    sentry_sample_rate: SampleRate = 1.0
+    # Share of traces also sent to Sentry as performance data (same spans, same ids; see
+    # README "Sentry performance data"). 0 keeps Sentry for errors only.
+    sentry_traces_sample_rate: SampleRate = 0.0
+    sentry_profiles_sample_rate: SampleRate = 0.0
+    # Exception class names (e.g. "ClientDisconnect,CancelledError") never sent to Sentry.
+    sentry_ignore_errors: Annotated[tuple[str, ...], NoDecode] = ()
+    sentry_include_local_variables: bool = False
+
+    downstream_url: HttpUrl = HttpUrl("http://127.0.0.1:9091")
+    downstream_timeout_seconds: Annotated[float, Field(gt=0, le=60)] = 2.0
+
+    @field_validator("sentry_ignore_errors", mode="before")
+    @classmethod
+    def _split_names(cls, value: object) -> object:
+        if isinstance(value, str):
+            return tuple(name.strip() for name in value.split(",") if name.strip())
+        return value
+
+    @field_validator("sentry_dsn", "sentry_release", mode="before")
+    @classmethod
+    def _blank_is_unset(cls, value: object) -> object:
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("sentry_dsn")
+    @classmethod
+    def _dsn_shape(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        from sentry_sdk.utils import BadDsn, Dsn
+
+        try:
+            Dsn(value)
+        except BadDsn as exc:
+            raise ValueError(f"not a Sentry DSN ({exc})") from None
+        return value
+
+    @property
+    def version(self) -> str:
+        return self.sentry_release or self.git_commit
+
+
+class ConfigurationError(Exception):
+    """Start-up configuration is invalid; the message names every offending variable."""
+
+
+def load_settings() -> Settings:
+    try:
+        return Settings()
+    except ValidationError as exc:
+        problems = []
+        for error in exc.errors():
+            variable = str(error["loc"][0]).upper() if error["loc"] else "?"
+            problems.append(f"{variable}: {error['msg']} (got {error.get('input')!r})")
+        raise ConfigurationError("invalid configuration: " + "; ".join(problems)) from None

@@ -1,0 +1,77 @@
+"""The helpers application code uses: background errors reach Sentry, monitored work is traced."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+
+from receivers import OtlpReceiver, SentryReceiver, wait_for
+from services import FASTAPI_DIR
+
+_SCRIPT = textwrap.dedent(
+    """
+    import asyncio
+    from app import telemetry
+    from app.settings import load_settings
+
+    active = telemetry.setup(load_settings())
+    assert telemetry.setup(load_settings()) is active  # idempotent
+    from app.observe import capture_errors, monitored
+
+    @monitored
+    async def reconcile(batch: int) -> int:
+        return batch * 2
+
+    @capture_errors(reraise=False)
+    @monitored
+    async def nightly_job() -> None:
+        await reconcile(21)
+        raise ValueError("ledger out of balance")
+
+    @capture_errors(reraise=True)
+    async def strict_job() -> None:
+        raise KeyError("missing")
+
+    async def main() -> None:
+        assert await nightly_job() is None  # swallowed, reported
+        try:
+            await strict_job()
+        except KeyError:
+            print("reraised")
+
+    asyncio.run(main())
+    active.shutdown()
+    """
+)
+
+
+def test_background_errors_are_reported_and_monitored_work_is_traced(
+    otlp: OtlpReceiver, sentry: SentryReceiver
+) -> None:
+    result = subprocess.run(
+        [sys.executable, "-c", _SCRIPT],
+        cwd=FASTAPI_DIR,
+        env={
+            "PATH": "/usr/bin:/bin",
+            "SENTRY_DSN": sentry.dsn,
+            "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": otlp.traces_endpoint,
+        },
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "reraised" in result.stdout
+
+    events = wait_for(lambda: len(sentry.events()) >= 2 and sentry.events(), message="2 events")
+    by_type = {e["exception"]["values"][-1]["type"]: e for e in events}
+    assert set(by_type) == {"ValueError", "KeyError"}
+    nightly = by_type["ValueError"]
+    assert nightly["contexts"]["details"]["task"].endswith("nightly_job")
+
+    spans = {s.name: s for s in otlp.spans()}
+    job, child = spans["nightly_job"], spans["reconcile"]
+    assert child.parent_span_id == job.span_id and child.trace_id == job.trace_id
+    # The error event belongs to the job's trace.
+    assert nightly["contexts"]["trace"]["trace_id"] == job.trace_id

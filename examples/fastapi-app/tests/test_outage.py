@@ -1,0 +1,85 @@
+"""A telemetry backend that is down or hangs never slows or breaks a request."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from pathlib import Path
+
+import httpx
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+from receivers import OtlpReceiver, SentryReceiver
+from services import fastapi_app, free_port
+
+EXPORT_TIMEOUT_S = 5.0  # what a blocked request would wait at least
+REQUESTS = 400
+
+
+@contextmanager
+def broken_backends(kind: str) -> Iterator[dict[str, str]]:
+    with ExitStack() as stack:
+        if kind == "refused":
+            otlp_url = f"http://127.0.0.1:{free_port()}"
+            dsn = f"http://publickey@127.0.0.1:{free_port()}/1"
+            traces, logs = f"{otlp_url}/v1/traces", f"{otlp_url}/otlp/v1/logs"
+        else:
+            otlp = stack.enter_context(OtlpReceiver(mode="hang"))
+            sentry = stack.enter_context(SentryReceiver(mode="hang"))
+            traces, logs, dsn = otlp.traces_endpoint, otlp.logs_endpoint, sentry.dsn
+        yield {
+            "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": traces,
+            "OTEL_EXPORTER_OTLP_LOGS_ENDPOINT": logs,
+            "OTEL_EXPORTER_OTLP_TIMEOUT": str(EXPORT_TIMEOUT_S),
+            "OTEL_BSP_MAX_QUEUE_SIZE": "64",
+            "OTEL_BLRP_MAX_QUEUE_SIZE": "64",
+            "OTEL_BSP_SCHEDULE_DELAY": "50",
+            "OTEL_BLRP_SCHEDULE_DELAY": "50",
+            "SENTRY_DSN": dsn,
+        }
+
+
+def _dropped(base_url: str) -> dict[str, float]:
+    totals: dict[str, float] = {}
+    for family in text_string_to_metric_families(httpx.get(f"{base_url}/metrics").text):
+        for sample in family.samples:
+            if sample.name == "telemetry_dropped_total":
+                signal = sample.labels["signal"]
+                totals[signal] = totals.get(signal, 0.0) + sample.value
+    return totals
+
+
+def _rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise AssertionError("no VmRSS")
+
+
+@pytest.mark.parametrize("kind", ["refused", "hang"])
+def test_requests_do_not_wait_for_broken_backends(kind: str) -> None:
+    with broken_backends(kind) as env, fastapi_app(env) as app, httpx.Client() as client:
+        for _ in range(50):  # warm up: imports, first connections, allocator pools
+            client.get(f"{app.url}/hello")
+        rss_before = _rss_mb(app.process.pid)
+
+        slowest = 0.0
+        statuses: dict[int, int] = {}
+        for i in range(REQUESTS):
+            path = "/error?kind=handled" if i % 4 == 0 else f"/hello?name=n{i}"
+            started = time.perf_counter()
+            response = client.get(app.url + path)
+            slowest = max(slowest, time.perf_counter() - started)
+            statuses[response.status_code] = statuses.get(response.status_code, 0) + 1
+
+        rss_growth = _rss_mb(app.process.pid) - rss_before
+        time.sleep(1.0)  # let exporters notice the failures
+        dropped = _dropped(app.url)
+
+    assert statuses == {200: REQUESTS * 3 // 4, 500: REQUESTS // 4}, statuses
+    # Had any request waited on an exporter or on Sentry, it would have taken >= 5 s.
+    assert slowest < 1.0, f"slowest request took {slowest:.2f}s"
+    assert rss_growth < 50, f"RSS grew by {rss_growth:.1f} MB"
+    for signal in ("traces", "logs", "errors"):
+        assert dropped.get(signal, 0) > 0, f"no dropped {signal} counted: {dropped}"

@@ -1,0 +1,84 @@
+"""Secrets and personal data never leave the process: not in Sentry, logs or spans."""
+
+from __future__ import annotations
+
+import json
+
+import httpx
+import pytest
+from receivers import OtlpReceiver, SentryReceiver, wait_for
+from services import fastapi_app
+
+from app.scrub import FILTERED, scrub_text, scrub_value
+
+SECRETS = {
+    "password": "hunter2-correct-horse",
+    "token": "tok_9f8e7d6c5b4a",
+    "card": "4111 1111 1111 1111",
+    "email": "jane.doe@example.com",
+    "api_key": "sk_live_51Habc",
+}
+BEARER = "eyJhbGciOiJIUzI1NiJ9.payload.signature"
+
+
+def test_request_with_pii_leaves_no_trace_of_it(
+    otlp: OtlpReceiver, sentry: SentryReceiver, telemetry_env: dict[str, str]
+) -> None:
+    with fastapi_app(telemetry_env) as app:
+        response = httpx.get(
+            f"{app.url}/error",
+            params={"kind": "handled", **SECRETS},
+            headers={"Authorization": f"Bearer {BEARER}", "Cookie": "session=s3cr3t-cookie"},
+        )
+        assert response.status_code == 500
+        trace_id = response.json()["trace_id"]
+        wait_for(lambda: sentry.events(), message="the Sentry event")
+        wait_for(
+            lambda: any(s.trace_id == trace_id for s in otlp.spans()), message="the server span"
+        )
+        wait_for(
+            lambda: any(r.trace_id == trace_id for r in otlp.log_records()), message="the logs"
+        )
+        stdout = app.output()
+
+    sentry_text = json.dumps(sentry.events())
+    spans_text = json.dumps([s.attributes for s in otlp.spans()])
+    logs_text = json.dumps([[r.body, r.attributes] for r in otlp.log_records()])
+    for where, text in {
+        "sentry": sentry_text,
+        "spans": spans_text,
+        "otlp logs": logs_text,
+        "stdout": stdout,
+    }.items():
+        for value in [*SECRETS.values(), BEARER, "s3cr3t-cookie", "4111111111111111"]:
+            assert value not in text, f"{value!r} leaked into {where}"
+    # Scrubbed, not dropped: the request is still recognisable.
+    assert FILTERED in spans_text or "%5BFiltered%5D" in spans_text
+    assert "/error" in sentry_text
+
+
+@pytest.mark.parametrize(
+    ("text", "leaked"),
+    [
+        ("card 4242-4242-4242-4242 declined", "4242-4242-4242-4242"),
+        ("contact ops@example.org now", "ops@example.org"),
+        ("Authorization: Bearer abc.def.ghi", "abc.def.ghi"),
+        ("/login?user=ann&password=pa55&next=/", "pa55"),
+        ("client_secret=xyz123", "xyz123"),
+    ],
+)
+def test_scrub_text_masks_pii(text: str, leaked: str) -> None:
+    assert leaked not in scrub_text(text)
+
+
+def test_scrub_text_keeps_ordinary_numbers_and_ids() -> None:
+    text = "order 1234567890123 trace 4bf92f3577b34da6a3ce929d0e0e4736 took 1500 ms"
+    assert scrub_text(text) == text  # not a Luhn-valid card, not an email
+
+
+def test_scrub_value_masks_sensitive_keys_recursively() -> None:
+    value = {"user": {"password": "x", "name": "ann"}, "headers": [{"X-Api-Key": "k"}]}
+    assert scrub_value("payload", value) == {
+        "user": {"password": FILTERED, "name": "ann"},
+        "headers": [{"X-Api-Key": FILTERED}],
+    }

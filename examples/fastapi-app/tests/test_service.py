@@ -1,0 +1,161 @@
+"""The service as an operator meets it: start-up, configuration errors, addresses, bad input."""
+
+from __future__ import annotations
+
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+
+import httpx
+import pytest
+from receivers import SentryReceiver, wait_for
+from services import FASTAPI_DIR, Service, fastapi_app
+
+
+@pytest.fixture(scope="module")
+def plain_app() -> Iterator[Service]:
+    """One app without telemetry backends, shared by the tests that only send requests."""
+    with fastapi_app({}) as app:
+        yield app
+
+
+def test_answers_on_ipv4_and_ipv6_from_one_process(plain_app: Service) -> None:
+    v4 = httpx.get(f"http://127.0.0.1:{plain_app.port}/health")
+    v6 = httpx.get(f"http://[::1]:{plain_app.port}/health")
+    assert v4.status_code == v6.status_code == 200
+
+
+def test_keep_alive_requests_are_not_stalled_by_nagle(plain_app: Service) -> None:
+    """Regression: a listening socket created with proto 0 left TCP_NODELAY off and every
+    reused connection waited ~40 ms for a delayed ACK."""
+    with httpx.Client() as client:
+        timings = []
+        for _ in range(30):
+            started = time.perf_counter()
+            client.get(f"{plain_app.url}/hello")
+            timings.append(time.perf_counter() - started)
+    assert statistics.median(timings) < 0.025, f"median {statistics.median(timings) * 1000:.1f} ms"
+
+
+def test_info_reports_which_signals_are_on(tmp_path: object) -> None:
+    with fastapi_app({"SENTRY_RELEASE": "1.2.3", "GIT_COMMIT": "abc123"}) as app:
+        info = httpx.get(app.url + "/").json()
+        metrics = httpx.get(app.url + "/metrics").text
+    assert info["version"] == "1.2.3"
+    assert info["telemetry"] == {
+        "sentry": False,
+        "sentry_performance": False,
+        "traces": False,
+        "logs": False,
+        "metrics": True,
+    }
+    assert 'app_build_info{commit="abc123",service="fastapi-app",version="1.2.3"} 1.0' in metrics
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [
+        ("SENTRY_TRACES_SAMPLE_RATE", "2"),
+        ("SENTRY_SAMPLE_RATE", "-0.1"),
+        ("PORT", "not-a-port"),
+        ("SENTRY_DSN", "definitely not a dsn"),
+        ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "tempo:4318"),
+        ("DOWNSTREAM_TIMEOUT_SECONDS", "0"),
+        ("LOG_LEVEL", "LOUD"),
+    ],
+)
+def test_bad_configuration_stops_start_up_naming_the_variable(variable: str, value: str) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "app"],
+        cwd=FASTAPI_DIR,
+        env={"PATH": "/usr/bin:/bin", variable: value},
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert result.returncode == 2
+    assert variable in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/hello?name=" + "x" * 65,
+        "/hello?name=%3Cscript%3E",
+        "/slow?ms=-1",
+        "/slow?ms=10001",
+        "/slow?ms=abc",
+        "/error?kind=explode",
+        "/chain?sku=a%2Fb",
+    ],
+)
+def test_bad_parameters_get_422_with_a_json_reason(path: str, plain_app: Service) -> None:
+    response = httpx.get(plain_app.url + path)
+    assert response.status_code == 422
+    assert response.json()["detail"][0]["msg"]
+
+
+def test_unknown_paths_do_not_create_metric_series(plain_app: Service) -> None:
+    for i in range(20):
+        assert httpx.get(f"{plain_app.url}/random/{i}").status_code == 404
+    httpx.request("BREW", f"{plain_app.url}/hello")
+    metrics = httpx.get(plain_app.url + "/metrics").text
+    assert "/random/" not in metrics and "BREW" not in metrics
+    assert 'method="GET",route="<unmatched>",status_class="4xx"} 20.0' in metrics
+    assert 'method="OTHER",route="/hello"' in metrics
+
+
+def test_slow_does_not_block_other_requests(plain_app: Service) -> None:
+    with httpx.Client(timeout=10) as client:
+        started = time.perf_counter()
+        slow = _in_background(lambda: client.get(f"{plain_app.url}/slow", params={"ms": 2000}))
+        time.sleep(0.2)
+        fast = client.get(f"{plain_app.url}/hello")
+        fast_took = time.perf_counter() - started
+        assert slow.result(timeout=10).json() == {"slept_ms": 2000}
+    assert fast.status_code == 200
+    assert fast_took < 1.5  # served while /slow was still sleeping
+
+
+def test_sentry_performance_data_is_the_same_trace(sentry: SentryReceiver) -> None:
+    """SENTRY_TRACES_SAMPLE_RATE=1 sends the OpenTelemetry spans to Sentry too, same ids."""
+    env = {
+        "SENTRY_DSN": sentry.dsn,
+        "SENTRY_TRACES_SAMPLE_RATE": "1",
+        "OTEL_BSP_SCHEDULE_DELAY": "100",
+    }
+    with fastapi_app(env) as app:
+        trace_id = httpx.get(f"{app.url}/error", params={"kind": "handled"}).json()["trace_id"]
+        wait_for(lambda: sentry.spans(), message="spans on Sentry's OTLP endpoint")
+        event = wait_for(lambda: sentry.events(), message="the error event")[0]
+    assert {s.trace_id for s in sentry.spans()} == {trace_id}
+    assert event["contexts"]["trace"]["trace_id"] == trace_id
+
+
+def test_no_sentry_performance_data_by_default(sentry: SentryReceiver) -> None:
+    with fastapi_app({"SENTRY_DSN": sentry.dsn, "OTEL_BSP_SCHEDULE_DELAY": "100"}) as app:
+        httpx.get(f"{app.url}/error", params={"kind": "handled"})
+        wait_for(lambda: sentry.events(), message="the error event")
+        time.sleep(0.5)
+    assert sentry.spans() == []
+
+
+def test_ignored_errors_are_not_sent(sentry: SentryReceiver) -> None:
+    with fastapi_app({"SENTRY_DSN": sentry.dsn, "SENTRY_IGNORE_ERRORS": "DeliberateError"}) as app:
+        assert httpx.get(f"{app.url}/error").status_code == 500
+        httpx.get(f"{app.url}/chain")  # a ConnectError, not ignored
+        wait_for(lambda: sentry.events(), message="the ConnectError event")
+    types = {e["exception"]["values"][-1]["type"] for e in sentry.events()}
+    assert types == {"ConnectError"}
+
+
+def _in_background(call):  # type: ignore[no-untyped-def]
+    from concurrent.futures import ThreadPoolExecutor
+
+    pool = ThreadPoolExecutor(max_workers=1)
+    future = pool.submit(call)
+    pool.shutdown(wait=False)
+    return future
