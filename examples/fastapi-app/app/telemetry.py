@@ -61,7 +61,7 @@ from sentry_sdk.scrubber import DEFAULT_DENYLIST, DEFAULT_PII_DENYLIST, EventScr
 from sentry_sdk.transport import HttpTransport
 from sentry_sdk.utils import Dsn, event_from_exception
 
-from app.scrub import is_sensitive_key, scrub_text, scrub_value
+from app.scrub import FILTERED, is_sensitive_key, scrub_text, scrub_value
 from app.settings import Settings
 
 if TYPE_CHECKING:
@@ -347,6 +347,7 @@ def _setup_sentry(settings: Settings, dropped: _DroppedTelemetry) -> bool:
         exc_info = hint.get("exc_info")
         if exc_info and _exception_names(exc_info[0]) & ignored:
             return None
+        _attach_user(event)
         tags = event.setdefault("tags", {})
         tags["service"] = settings.otel_service_name
         trace_id = event.get("contexts", {}).get("trace", {}).get("trace_id")
@@ -415,6 +416,18 @@ _EXTRA_DENYLIST = (
     "client_secret",
     "x-api-key",
 )
+
+
+_USER_ID_HEADER = "x-user-id"
+
+
+def _attach_user(event: SentryEvent) -> None:
+    """The caller's user id (``X-User-Id`` header), never IP, email or name: the request
+    context Sentry's integration already attached is read here, at no per-request cost."""
+    headers = event.get("request", {}).get("headers") or {}
+    user_id = next((v for k, v in headers.items() if k.lower() == _USER_ID_HEADER), None)
+    if user_id and user_id != FILTERED:
+        event["user"] = {"id": str(user_id)[:128]}
 
 
 def _exception_names(exc_type: type[BaseException]) -> set[str]:

@@ -28,7 +28,11 @@ def test_request_with_pii_leaves_no_trace_of_it(
         response = httpx.get(
             f"{app.url}/error",
             params={"kind": "handled", **SECRETS},
-            headers={"Authorization": f"Bearer {BEARER}", "Cookie": "session=s3cr3t-cookie"},
+            headers={
+                "Authorization": f"Bearer {BEARER}",
+                "Cookie": "session=s3cr3t-cookie",
+                "X-User-Id": "u-42",
+            },
         )
         assert response.status_code == 500
         trace_id = response.json()["trace_id"]
@@ -52,6 +56,11 @@ def test_request_with_pii_leaves_no_trace_of_it(
     }.items():
         for value in [*SECRETS.values(), BEARER, "s3cr3t-cookie", "4111111111111111"]:
             assert value not in text, f"{value!r} leaked into {where}"
+    # Request and user context survive, without personal data.
+    event = sentry.events()[0]
+    assert event["request"]["method"] == "GET"
+    assert event["request"]["url"].endswith("/error")
+    assert event["user"] == {"id": "u-42"}
     # Scrubbed, not dropped: the request is still recognisable.
     assert FILTERED in spans_text or "%5BFiltered%5D" in spans_text
     assert "/error" in sentry_text
