@@ -424,8 +424,10 @@ _USER_ID_HEADER = "x-user-id"
 def _attach_user(event: SentryEvent) -> None:
     """The caller's user id (``X-User-Id`` header), never IP, email or name: the request
     context Sentry's integration already attached is read here, at no per-request cost."""
-    headers = event.get("request", {}).get("headers") or {}
-    user_id = next((v for k, v in headers.items() if k.lower() == _USER_ID_HEADER), None)
+    headers = event.get("request", {}).get("headers")
+    if not isinstance(headers, Mapping):
+        return
+    user_id = next((v for k, v in headers.items() if str(k).lower() == _USER_ID_HEADER), None)
     if user_id and user_id != FILTERED:
         event["user"] = {"id": str(user_id)[:128]}
 
