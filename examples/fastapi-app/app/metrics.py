@@ -7,14 +7,15 @@ cannot create new series.
 
 from __future__ import annotations
 
+import json
 import logging
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from opentelemetry import trace
 from prometheus_client import Counter, Gauge, Histogram
 
-from app.telemetry import capture_unhandled
+from app.telemetry import current_trace_id, report_unhandled
 
 if TYPE_CHECKING:
     from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -59,7 +60,7 @@ class RequestTelemetryMiddleware:
             await self.app(scope, receive, send)
             return
         started = time.perf_counter()
-        status = 500
+        status = 0
 
         async def send_with_status(message: Message) -> None:
             nonlocal status
@@ -72,10 +73,17 @@ class RequestTelemetryMiddleware:
             await self.app(scope, receive, send_with_status)
         except Exception as exc:
             error = exc
-            capture_unhandled(exc)
-            raise
+            report_unhandled(exc)
+            if status:  # the response had begun: nothing sane to send, let the server close it
+                raise
+            # Answer here instead of letting the exception reach the server, which would log it
+            # again without a trace id and drop the client's keep-alive connection.
+            status = 500
+            await _send_json(
+                send, 500, {"error": "internal server error", "trace_id": current_trace_id()}
+            )
         finally:
-            self._record(scope, status, time.perf_counter() - started, error)
+            self._record(scope, status or 500, time.perf_counter() - started, error)
 
     @staticmethod
     def _record(scope: Scope, status: int, seconds: float, error: Exception | None) -> None:
@@ -109,3 +117,18 @@ class RequestTelemetryMiddleware:
                     "duration_ms": round(seconds * 1000, 2),
                 },
             )
+
+
+async def _send_json(send: Send, status: int, body: dict[str, Any]) -> None:
+    payload = json.dumps(body).encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(payload)).encode()),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": payload})

@@ -7,8 +7,8 @@ One request gets ONE trace id, shared by all four signals:
   way out (composite propagator).
 - errors: sentry-sdk with its ``OTLPIntegration``, which stamps every event with the current
   OpenTelemetry trace and span id. Unhandled errors are captured by ``app.metrics`` inside the
-  server span, where that id is set (Sentry's ASGI middleware sits outside it; its duplicate is
-  dropped by Sentry's dedupe). The integration's ``capture_exceptions`` stays off: it would send
+  server span, where that id is set (Sentry's ASGI middleware sits outside it and would see
+  another id). The integration's ``capture_exceptions`` stays off: it would send
   every exception recorded on any span, including the ones the app handles and reports with
   context itself.
 - logs: JSON lines on stdout and, when configured, the same records over OTLP to Loki; both carry
@@ -181,8 +181,12 @@ def instrument_app(app: FastAPI) -> None:
     )
 
 
-def capture_unhandled(error: BaseException) -> None:
-    """Report an exception that escaped a request handler, as Sentry's integrations do."""
+def report_unhandled(error: BaseException) -> None:
+    """Record an exception that escaped a request handler on the current span and send it to
+    Sentry, marked unhandled, as Sentry's own integrations do."""
+    span = trace.get_current_span()
+    span.record_exception(error)
+    span.set_status(trace.Status(trace.StatusCode.ERROR, type(error).__name__))
     client = sentry_sdk.get_client()
     if not client.is_active():
         return
@@ -509,8 +513,6 @@ def _setup_logging(
     for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
         logging.getLogger(name).handlers.clear()
         logging.getLogger(name).propagate = True
-    # app.metrics already logged the traceback inside the request's span, with its trace id.
-    logging.getLogger("uvicorn.error").addFilter(_NotUnhandledAsgiError())
     # Exporter retries and queue-full warnings would otherwise repeat for every batch.
     logging.getLogger("opentelemetry").setLevel(logging.ERROR)
 
@@ -575,11 +577,6 @@ _STANDARD_RECORD_KEYS = frozenset(logging.makeLogRecord({}).__dict__) | {
     "span_id",
     "_signalbox_done",
 }
-
-
-class _NotUnhandledAsgiError(logging.Filter):
-    def filter(self, record: logging.LogRecord) -> bool:
-        return not str(record.msg).startswith("Exception in ASGI application")
 
 
 class _NotFrom(logging.Filter):

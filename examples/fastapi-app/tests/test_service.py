@@ -39,6 +39,19 @@ def test_keep_alive_requests_are_not_stalled_by_nagle(plain_app: Service) -> Non
     assert statistics.median(timings) < 0.025, f"median {statistics.median(timings) * 1000:.1f} ms"
 
 
+def test_an_unhandled_error_keeps_the_connection_alive(plain_app: Service) -> None:
+    """The 500 is answered by the app; a keep-alive client (a proxy, a load balancer) can
+    send its next request on the same connection."""
+    with httpx.Client() as client:
+        error = client.get(f"{plain_app.url}/error")
+        after = client.get(f"{plain_app.url}/hello")
+    assert error.status_code == 500
+    assert error.json()["error"] == "internal server error"
+    assert len(error.json()["trace_id"]) == 32
+    assert after.status_code == 200
+    assert error.extensions["network_stream"] is after.extensions["network_stream"]
+
+
 def test_info_reports_which_signals_are_on(tmp_path: object) -> None:
     with fastapi_app({"SENTRY_RELEASE": "1.2.3", "GIT_COMMIT": "abc123"}) as app:
         info = httpx.get(app.url + "/").json()

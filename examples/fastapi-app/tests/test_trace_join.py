@@ -64,6 +64,8 @@ def test_error_shares_one_trace_id_across_all_signals(
             message="the DeliberateError event in Sentry",
         )
         trace_id = event["contexts"]["trace"]["trace_id"]
+        # The developer who hit /error gets the id to look it up with.
+        assert response.json()["trace_id"] == trace_id
         if case != "plain":
             assert trace_id == sent_trace_id, "the incoming trace must be continued"
 
