@@ -1,8 +1,12 @@
-"""A real Prometheus server (Debian's package) for tests, on a free loopback port.
+"""A real Prometheus server (Debian's package) for tests, on a loopback port.
 
 Debian bookworm ships Prometheus 2.42; the images run 3.x. The flags used here exist in both
 (``--enable-feature=exemplar-storage`` is a no-op warning on 3.x, where exemplar storage is
 configured in the file instead).
+
+- ``run_prometheus(config)``: the binary with a given configuration and the usual test flags.
+- ``start_prometheus(command, port, workdir)``: Prometheus started some other way, such as the
+  image's entrypoint with its environment variables.
 """
 
 from __future__ import annotations
@@ -12,7 +16,7 @@ import shutil
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -69,34 +73,54 @@ def scrape_config(job: str, targets: Sequence[str], interval: str = "1s") -> dic
 def run_prometheus(
     config: dict[str, Any] | Path,
     extra_flags: Sequence[str] = (),
+    port: int | None = None,
     timeout: float = 30.0,
 ) -> Iterator[Prometheus]:
+    """Prometheus with ``config`` (a dict, or a file), exemplar storage and remote write on.
+
+    ``port``: where it listens on 127.0.0.1, free by default; pass one to write a config that
+    scrapes Prometheus itself.
+    """
     binary = shutil.which("prometheus")
     if binary is None:
-        raise AssertionError("prometheus is not installed: run `make setup` (Debian package)")
-    workdir = Path(tempfile.mkdtemp(prefix="prometheus-"))
-    if isinstance(config, Path):
-        config_path = config
-    else:
-        config_path = workdir / "prometheus.yml"
-        config_path.write_text(yaml.safe_dump(config))
-    port = free_port()
+        raise AssertionError("prometheus is not installed: run `make setup-system`")
+    port = port or free_port()
+    with tempfile.TemporaryDirectory(prefix="prometheus-", ignore_cleanup_errors=True) as tmp:
+        workdir = Path(tmp)
+        if isinstance(config, Path):
+            config_path = config
+        else:
+            config_path = workdir / "prometheus.yml"
+            config_path.write_text(yaml.safe_dump(config))
+        command = [
+            binary,
+            f"--config.file={config_path}",
+            f"--storage.tsdb.path={workdir / 'data'}",
+            f"--web.listen-address=127.0.0.1:{port}",
+            "--enable-feature=exemplar-storage",
+            "--web.enable-remote-write-receiver",
+            "--web.enable-lifecycle",
+            *extra_flags,
+        ]
+        with start_prometheus(command, port, workdir, timeout=timeout) as server:
+            yield server
+
+
+@contextlib.contextmanager
+def start_prometheus(
+    command: Sequence[str],
+    port: int,
+    workdir: Path,
+    env: Mapping[str, str] | None = None,
+    timeout: float = 30.0,
+) -> Iterator[Prometheus]:
+    """Run ``command``, which must start Prometheus on 127.0.0.1:``port``; stop it at the end.
+
+    Its output goes to ``workdir``/prometheus.log; ``env`` replaces the environment if given.
+    """
     log_path = workdir / "prometheus.log"
     with log_path.open("wb") as sink:
-        process = subprocess.Popen(
-            [
-                binary,
-                f"--config.file={config_path}",
-                f"--storage.tsdb.path={workdir / 'data'}",
-                f"--web.listen-address=127.0.0.1:{port}",
-                "--enable-feature=exemplar-storage",
-                "--web.enable-remote-write-receiver",
-                "--web.enable-lifecycle",
-                *extra_flags,
-            ],
-            stdout=sink,
-            stderr=sink,
-        )
+        process = subprocess.Popen(command, env=env, stdout=sink, stderr=sink)
     server = Prometheus(f"http://127.0.0.1:{port}", process, log_path)
     try:
         _wait_ready(server, timeout)
@@ -108,7 +132,6 @@ def run_prometheus(
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
-        shutil.rmtree(workdir, ignore_errors=True)
 
 
 def wait_for_scrapes(server: Prometheus, jobs: Sequence[str], timeout: float = 30.0) -> None:

@@ -111,6 +111,15 @@ def _read_body(handler: BaseHTTPRequestHandler) -> bytes:
     return _decode_body(handler.headers, raw)
 
 
+def send_json(handler: BaseHTTPRequestHandler, status: int, payload: bytes) -> None:
+    """Answer the request ``handler`` is serving with a JSON body."""
+    handler.send_response(status)
+    handler.send_header("Content-Type", "application/json")
+    handler.send_header("Content-Length", str(len(payload)))
+    handler.end_headers()
+    handler.wfile.write(payload)
+
+
 class _Receiver:
     """A threaded HTTP server on 127.0.0.1 with a request log and a misbehaviour switch."""
 
@@ -133,17 +142,10 @@ class _Receiver:
                 with receiver._lock:
                     receiver.requests.append((self.path, dict(self.headers)))
                 if receiver.mode == "error":
-                    self._answer(503, b'{"error":"unavailable"}')
+                    send_json(self, 503, b'{"error":"unavailable"}')
                     return
                 status, payload = receiver._handle(self.path, self.headers, body)
-                self._answer(status, payload)
-
-            def _answer(self, status: int, payload: bytes) -> None:
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(payload)))
-                self.end_headers()
-                self.wfile.write(payload)
+                send_json(self, status, payload)
 
             def log_message(self, format: str, *args: Any) -> None:
                 pass

@@ -18,8 +18,12 @@ import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import httpx
+
+if TYPE_CHECKING:
+    from receivers import OtlpReceiver, SentryReceiver
 
 REPO = Path(__file__).resolve().parents[2]
 FASTAPI_DIR = REPO / "examples" / "fastapi-app"
@@ -89,6 +93,25 @@ def node_api(
     env: Mapping[str, str], **kwargs: object
 ) -> contextlib.AbstractContextManager[Service]:
     return run_service(["npm", "start", "--silent"], NODE_DIR, env, **kwargs)  # type: ignore[arg-type]
+
+
+def telemetry_env(
+    service_name: str, otlp: OtlpReceiver, sentry: SentryReceiver | None = None, **extra: str
+) -> dict[str, str]:
+    """Environment for a sample service exporting to loopback receivers, flushed every 100 ms.
+
+    Traces and logs go to ``otlp``, errors to ``sentry`` if given; ``extra`` adds variables.
+    """
+    env = {
+        "OTEL_SERVICE_NAME": service_name,
+        "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": otlp.traces_endpoint,
+        "OTEL_EXPORTER_OTLP_LOGS_ENDPOINT": otlp.logs_endpoint,
+        "OTEL_BSP_SCHEDULE_DELAY": "100",
+        "OTEL_BLRP_SCHEDULE_DELAY": "100",
+    }
+    if sentry is not None:
+        env["SENTRY_DSN"] = sentry.dsn
+    return {**env, **extra}
 
 
 def _wait_ready(service: Service, path: str, timeout: float) -> None:

@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import services
 from receivers import OtlpReceiver, SentryReceiver
 
 # The service's package (`app`), importable for unit tests of its pure helpers.
@@ -28,13 +29,10 @@ def sentry() -> Iterator[SentryReceiver]:
 @pytest.fixture
 def telemetry_env(otlp: OtlpReceiver, sentry: SentryReceiver) -> dict[str, str]:
     """Every signal on, pointed at the loopback receivers, flushed quickly."""
-    return {
-        "OTEL_SERVICE_NAME": "fastapi-app",
-        "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": otlp.traces_endpoint,
-        "OTEL_EXPORTER_OTLP_LOGS_ENDPOINT": otlp.logs_endpoint,
-        "OTEL_BSP_SCHEDULE_DELAY": "100",
-        "OTEL_BLRP_SCHEDULE_DELAY": "100",
-        "SENTRY_DSN": sentry.dsn,
-        "SENTRY_ENVIRONMENT": "test",
-        "SENTRY_RELEASE": "fastapi-app@test",
-    }
+    return services.telemetry_env(
+        "fastapi-app",
+        otlp,
+        sentry,
+        SENTRY_ENVIRONMENT="test",
+        SENTRY_RELEASE="fastapi-app@test",
+    )

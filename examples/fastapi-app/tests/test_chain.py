@@ -2,72 +2,26 @@
 
 from __future__ import annotations
 
-import json
 import secrets
 import socket
-import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
 
 import httpx
 import pytest
 from receivers import OtlpReceiver, SentryReceiver, wait_for
 from services import fastapi_app, free_port
+from stubs import InventoryStub
 
 SPAN_KIND_SERVER, SPAN_KIND_CLIENT = 2, 3
-
-
-@contextmanager
-def downstream(status: int = 200, hang: bool = False) -> Iterator[list[dict[str, str]]]:
-    """An HTTP server standing in for the Node service's /inventory/{sku}."""
-    seen: list[dict[str, str]] = []
-    release = threading.Event()
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            seen.append({k.lower(): v for k, v in self.headers.items()} | {"path": self.path})
-            if hang:
-                release.wait(30)
-                return
-            body: dict[str, Any] = (
-                {"sku": self.path.rsplit("/", 1)[-1], "name": "Widget", "in_stock": 3}
-                if status == 200
-                else {"error": "not_found" if status == 404 else "boom"}
-            )
-            payload = json.dumps(body).encode()
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(payload)))
-            self.end_headers()
-            self.wfile.write(payload)
-
-        def log_message(self, format: str, *args: Any) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    server.daemon_threads = True
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        yield_url = f"http://127.0.0.1:{server.server_address[1]}"
-        seen.append({"url": yield_url})
-        yield seen
-    finally:
-        release.set()
-        server.shutdown()
-        server.server_close()
-
-
-def _url(seen: list[dict[str, str]]) -> str:
-    return seen[0]["url"]
 
 
 def test_chain_propagates_one_trace_in_both_header_styles(
     otlp: OtlpReceiver, telemetry_env: dict[str, str]
 ) -> None:
     trace_id, parent = secrets.token_hex(16), secrets.token_hex(8)
-    with downstream() as seen, fastapi_app({**telemetry_env, "DOWNSTREAM_URL": _url(seen)}) as app:
+    with (
+        InventoryStub() as downstream,
+        fastapi_app({**telemetry_env, "DOWNSTREAM_URL": downstream.url}) as app,
+    ):
         response = httpx.get(
             f"{app.url}/chain",
             params={"sku": "SB-1002"},
@@ -77,7 +31,7 @@ def test_chain_propagates_one_trace_in_both_header_styles(
         assert response.json()["inventory"]["sku"] == "SB-1002"
         assert response.json()["trace_id"] == trace_id
 
-        outgoing = seen[1]
+        outgoing = downstream.requests[0]
         assert outgoing["path"] == "/inventory/SB-1002"
         assert outgoing["traceparent"].split("-")[1] == trace_id
         assert outgoing["sentry-trace"].split("-")[0] == trace_id
@@ -124,8 +78,8 @@ def test_chain_maps_downstream_failures(
             output = app.output()
     else:
         with (
-            downstream(downstream_status, hang) as seen,
-            fastapi_app({**env, "DOWNSTREAM_URL": _url(seen)}) as app,
+            InventoryStub(downstream_status, hang) as downstream,
+            fastapi_app({**env, "DOWNSTREAM_URL": downstream.url}) as app,
         ):
             response = httpx.get(f"{app.url}/chain", timeout=10)
             output = app.output()
@@ -147,10 +101,13 @@ def test_chain_maps_downstream_failures(
 
 
 def test_chain_rejects_bad_sku_without_calling_downstream(telemetry_env: dict[str, str]) -> None:
-    with downstream() as seen, fastapi_app({**telemetry_env, "DOWNSTREAM_URL": _url(seen)}) as app:
+    with (
+        InventoryStub() as downstream,
+        fastapi_app({**telemetry_env, "DOWNSTREAM_URL": downstream.url}) as app,
+    ):
         response = httpx.get(f"{app.url}/chain", params={"sku": "../../etc/passwd"})
     assert response.status_code == 422
-    assert len(seen) == 1  # only the url marker: no request reached the downstream
+    assert downstream.requests == []  # no request reached the downstream
 
 
 def test_unused_port_helper_really_refuses() -> None:

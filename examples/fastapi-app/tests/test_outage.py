@@ -67,7 +67,9 @@ def test_requests_do_not_wait_for_broken_backends(kind: str) -> None:
         slowest = 0.0
         statuses: dict[int, int] = {}
         for i in range(REQUESTS):
-            path = "/error?kind=handled" if i % 4 == 0 else f"/hello?name=n{i}"
+            # Half errors: more events than Sentry's transport queue holds (100), so a hanging
+            # Sentry must overflow it.
+            path = "/error?kind=handled" if i % 2 == 0 else f"/hello?name=n{i}"
             started = time.perf_counter()
             response = client.get(app.url + path)
             slowest = max(slowest, time.perf_counter() - started)
@@ -77,7 +79,7 @@ def test_requests_do_not_wait_for_broken_backends(kind: str) -> None:
         time.sleep(1.0)  # let exporters notice the failures
         dropped = _dropped(app.url)
 
-    assert statuses == {200: REQUESTS * 3 // 4, 500: REQUESTS // 4}, statuses
+    assert statuses == {200: REQUESTS // 2, 500: REQUESTS // 2}, statuses
     # Had any request waited on an exporter or on Sentry, it would have taken >= 5 s.
     assert slowest < 1.0, f"slowest request took {slowest:.2f}s"
     assert rss_growth < 50, f"RSS grew by {rss_growth:.1f} MB"
