@@ -1,0 +1,326 @@
+// OpenTelemetry traces and logs: OTLP/HTTP (JSON) exporters behind bounded queues.
+//
+// A backend that is down or hanging must never slow a request: spans and log records wait in a
+// queue of fixed size, exports give up after OTEL_EXPORTER_OTLP_TIMEOUT, and whatever cannot be
+// queued or delivered is dropped and counted in telemetry_dropped_total{signal}.
+
+import { TraceFlags, isSpanContextValid, trace } from '@opentelemetry/api';
+import { logs } from '@opentelemetry/api-logs';
+import {
+  CompositePropagator,
+  ExportResultCode,
+  isTracingSuppressed,
+  W3CBaggagePropagator,
+  W3CTraceContextPropagator,
+} from '@opentelemetry/core';
+import { OTLPLogExporter } from '@opentelemetry/exporter-logs-otlp-http';
+import { OTLPTraceExporter } from '@opentelemetry/exporter-trace-otlp-http';
+import {
+  defaultResource,
+  detectResources,
+  envDetector,
+  resourceFromAttributes,
+} from '@opentelemetry/resources';
+import { BatchLogRecordProcessor, LoggerProvider } from '@opentelemetry/sdk-logs';
+import { BatchSpanProcessor } from '@opentelemetry/sdk-trace-base';
+import { NodeTracerProvider } from '@opentelemetry/sdk-trace-node';
+import { ATTR_SERVICE_NAME, ATTR_SERVICE_VERSION } from '@opentelemetry/semantic-conventions';
+import { SentryPropagator } from '@sentry/opentelemetry';
+
+import { countDropped, enableExemplars } from './metrics.mjs';
+import { FILTERED, isSensitiveKey, scrubText } from './scrub.mjs';
+
+const _MAX_EXPORT_BATCH = 512;
+
+/**
+ * Creates and registers the global tracer and logger providers.
+ * @param {ReturnType<import('./config.mjs').loadConfig>} config
+ * @param {{ sentryOtlp?: { url: string, headers: Record<string, string> } }} [extra]
+ */
+export function startOpenTelemetry(config, { sentryOtlp } = {}) {
+  const { otel } = config;
+  const resource = defaultResource()
+    .merge(detectResources({ detectors: [envDetector] }))
+    .merge(
+      resourceFromAttributes({
+        [ATTR_SERVICE_NAME]: otel.serviceName,
+        [ATTR_SERVICE_VERSION]: config.version,
+        'deployment.environment.name': config.sentry.environment,
+      }),
+    );
+
+  const spanProcessors = [];
+  if (otel.tracesEndpoint) {
+    enableExemplars();
+    spanProcessors.push(
+      new _BoundedSpanProcessor(
+        new OTLPTraceExporter({ url: otel.tracesEndpoint, timeoutMillis: otel.exportTimeoutMs }),
+        otel,
+      ),
+    );
+  }
+  if (sentryOtlp && config.sentry.tracesSampleRate > 0) {
+    // The same spans (same ids) to Sentry as performance data, for a share of traces.
+    spanProcessors.push(
+      new _TraceShareSpanProcessor(
+        config.sentry.tracesSampleRate,
+        new _BoundedSpanProcessor(
+          new OTLPTraceExporter({ ...sentryOtlp, timeoutMillis: otel.exportTimeoutMs }),
+          otel,
+        ),
+      ),
+    );
+  }
+  // No sampler given: OTEL_TRACES_SAMPLER applies, default parentbased_always_on.
+  const tracerProvider = new NodeTracerProvider({ resource, spanProcessors });
+  tracerProvider.register({
+    // W3C traceparent is the common language between services; `sentry-trace` is continued and
+    // sent too, so SDKs that only speak Sentry's header join the same trace. On extract the last
+    // propagator wins: with both headers, traceparent does (as in the FastAPI service).
+    propagator: new CompositePropagator({
+      propagators: [
+        new _SentryTracePropagator(),
+        new W3CTraceContextPropagator(),
+        new W3CBaggagePropagator(),
+      ],
+    }),
+  });
+
+  const processors = [];
+  if (otel.logsEndpoint) {
+    processors.push(
+      new _BoundedLogRecordProcessor(
+        new OTLPLogExporter({ url: otel.logsEndpoint, timeoutMillis: otel.exportTimeoutMs }),
+        otel,
+      ),
+    );
+  }
+  const loggerProvider = new LoggerProvider({ resource, processors });
+  logs.setGlobalLoggerProvider(loggerProvider);
+
+  return {
+    tracerProvider,
+    loggerProvider,
+    /** Flushes and stops both providers, giving up after `timeoutMs`. */
+    async shutdown(timeoutMs) {
+      await _withTimeout(
+        Promise.allSettled([tracerProvider.shutdown(), loggerProvider.shutdown()]),
+        timeoutMs,
+      );
+    },
+  };
+}
+
+/**
+ * `sentry-trace` in both directions, from and to the active OpenTelemetry span. Extraction is
+ * Sentry's own; injection is done here because with openTelemetryIntegration the Sentry SDK
+ * leaves outgoing propagation to OpenTelemetry (its propagator then injects nothing).
+ */
+class _SentryTracePropagator {
+  constructor() {
+    this._sentry = new SentryPropagator();
+  }
+
+  inject(ctx, carrier, setter) {
+    const spanContext = trace.getSpanContext(ctx);
+    if (!spanContext || !isSpanContextValid(spanContext) || isTracingSuppressed(ctx)) {
+      return;
+    }
+    const sampled = (spanContext.traceFlags & TraceFlags.SAMPLED) === TraceFlags.SAMPLED ? '1' : '0';
+    setter.set(carrier, 'sentry-trace', `${spanContext.traceId}-${spanContext.spanId}-${sampled}`);
+  }
+
+  extract(ctx, carrier, getter) {
+    return this._sentry.extract(ctx, carrier, getter);
+  }
+
+  fields() {
+    return ['sentry-trace'];
+  }
+}
+
+/**
+ * A BatchSpanProcessor that never holds more than `maxQueueSize` spans (queued or being exported),
+ * counts every span it drops or fails to deliver, and scrubs PII from attributes before export.
+ */
+class _BoundedSpanProcessor {
+  constructor(exporter, { spanQueueSize, spanDelayMs, exportTimeoutMs }) {
+    this._limit = spanQueueSize;
+    this._inFlight = 0;
+    const counting = _countingExporter(exporter, 'traces', _scrubSpan, (n) => {
+      this._inFlight -= n;
+    });
+    this._batch = new BatchSpanProcessor(counting, {
+      maxQueueSize: spanQueueSize,
+      maxExportBatchSize: Math.min(_MAX_EXPORT_BATCH, spanQueueSize),
+      scheduledDelayMillis: spanDelayMs,
+      exportTimeoutMillis: exportTimeoutMs,
+    });
+  }
+
+  onStart(span, parentContext) {
+    this._batch.onStart(span, parentContext);
+  }
+
+  onEnd(span) {
+    if ((span.spanContext().traceFlags & 1) === 0) {
+      return;
+    }
+    if (this._inFlight >= this._limit) {
+      countDropped('traces');
+      return;
+    }
+    this._inFlight += 1;
+    this._batch.onEnd(span);
+  }
+
+  forceFlush() {
+    return this._batch.forceFlush();
+  }
+
+  shutdown() {
+    return this._batch.shutdown();
+  }
+}
+
+/** Passes on the spans of a deterministic share of traces (chosen by trace id). */
+class _TraceShareSpanProcessor {
+  constructor(share, inner) {
+    this._share = share;
+    this._inner = inner;
+  }
+
+  onStart(span, parentContext) {
+    this._inner.onStart(span, parentContext);
+  }
+
+  onEnd(span) {
+    // The trace id's last 8 hex digits are uniformly random for W3C ids (and for ours).
+    const position = Number.parseInt(span.spanContext().traceId.slice(-8), 16) / 0x1_0000_0000;
+    if (position < this._share) {
+      this._inner.onEnd(span);
+    }
+  }
+
+  forceFlush() {
+    return this._inner.forceFlush();
+  }
+
+  shutdown() {
+    return this._inner.shutdown();
+  }
+}
+
+/** The log counterpart of _BoundedSpanProcessor (records are scrubbed by the pino logger). */
+class _BoundedLogRecordProcessor {
+  constructor(exporter, { logQueueSize, logDelayMs, exportTimeoutMs }) {
+    this._limit = logQueueSize;
+    this._inFlight = 0;
+    const counting = _countingExporter(exporter, 'logs', (record) => record, (n) => {
+      this._inFlight -= n;
+    });
+    this._batch = new BatchLogRecordProcessor({
+      exporter: counting,
+      maxQueueSize: logQueueSize,
+      maxExportBatchSize: Math.min(_MAX_EXPORT_BATCH, logQueueSize),
+      scheduledDelayMillis: logDelayMs,
+      exportTimeoutMillis: exportTimeoutMs,
+    });
+  }
+
+  onEmit(record, context) {
+    if (this._inFlight >= this._limit) {
+      countDropped('logs');
+      return;
+    }
+    this._inFlight += 1;
+    this._batch.onEmit(record, context);
+  }
+
+  forceFlush() {
+    return this._batch.forceFlush();
+  }
+
+  shutdown() {
+    return this._batch.shutdown();
+  }
+}
+
+function _countingExporter(exporter, signal, transform, settled) {
+  return {
+    export(items, resultCallback) {
+      let done = false;
+      const finish = (result) => {
+        if (done) {
+          return;
+        }
+        done = true;
+        settled(items.length);
+        if (result.code !== ExportResultCode.SUCCESS) {
+          countDropped(signal, items.length);
+        }
+        resultCallback(result);
+      };
+      try {
+        exporter.export(items.map(transform), finish);
+      } catch (error) {
+        finish({ code: ExportResultCode.FAILED, error });
+      }
+    },
+    forceFlush: () => exporter.forceFlush?.() ?? Promise.resolve(),
+    shutdown: () => exporter.shutdown(),
+  };
+}
+
+// A ReadableSpan with PII scrubbed from attribute values (the span itself is left untouched:
+// other processors may still read it).
+function _scrubSpan(span) {
+  return {
+    name: span.name,
+    kind: span.kind,
+    spanContext: () => span.spanContext(),
+    parentSpanContext: span.parentSpanContext,
+    startTime: span.startTime,
+    endTime: span.endTime,
+    status: span.status?.message
+      ? { ...span.status, message: scrubText(span.status.message) }
+      : span.status,
+    attributes: _scrubAttributes(span.attributes),
+    links: span.links,
+    events: span.events.map((event) =>
+      event.attributes ? { ...event, attributes: _scrubAttributes(event.attributes) } : event,
+    ),
+    duration: span.duration,
+    ended: span.ended,
+    resource: span.resource,
+    instrumentationScope: span.instrumentationScope,
+    droppedAttributesCount: span.droppedAttributesCount,
+    droppedEventsCount: span.droppedEventsCount,
+    droppedLinksCount: span.droppedLinksCount,
+  };
+}
+
+function _scrubAttributes(attributes) {
+  const out = {};
+  for (const [key, value] of Object.entries(attributes)) {
+    if (isSensitiveKey(key) && value !== undefined && value !== '') {
+      out[key] = FILTERED;
+    } else if (typeof value === 'string') {
+      out[key] = scrubText(value);
+    } else if (Array.isArray(value)) {
+      out[key] = value.map((item) => (typeof item === 'string' ? scrubText(item) : item));
+    } else {
+      out[key] = value;
+    }
+  }
+  return out;
+}
+
+function _withTimeout(promise, timeoutMs) {
+  let timer;
+  const timeout = new Promise((resolve) => {
+    timer = setTimeout(resolve, timeoutMs);
+    timer.unref();
+  });
+  return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
+}

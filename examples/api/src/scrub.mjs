@@ -1,0 +1,108 @@
+// PII scrubbing shared by every signal: Sentry events, log records and span attributes.
+//
+// The same two rules as the FastAPI service (examples/fastapi-app/app/scrub.py):
+// - a value stored under a sensitive key (password, token, card number, ...) is replaced whole;
+// - free text (messages, URLs, query strings) has card numbers, emails, bearer tokens and
+//   sensitive `key=value` pairs masked in place.
+
+export const FILTERED = '[Filtered]';
+
+const _SENSITIVE_KEY =
+  /pass(word|wd)?|secret|token|api[-_]?key|auth(orization)?|cookie|session|credit[-_]?card|card[-_]?(number|no)?|\bcc\b|cvv|cvc|ssn|social[-_]?security|private[-_]?key|e-?mail/i;
+// key=value pairs in query strings, form bodies and log text.
+const _SENSITIVE_PAIR =
+  /([\w.-]*(?:pass(?:word|wd)?|secret|token|api[-_]?key|auth|cookie|session|card|cvv|cvc|ssn)[\w.-]*)(=|:\s*)([^&\s,;"']+)/gi;
+const _BEARER = /\b(Bearer|Basic)\s+[A-Za-z0-9._~+/=-]+/gi;
+// Also URL-encoded (`%40`), as emails appear in query strings.
+const _EMAIL = /[A-Za-z0-9._%+-]+(?:@|%40)[A-Za-z0-9.-]+\.[A-Za-z]{2,}/gi;
+// 13-19 digits, optionally grouped by spaces or dashes; confirmed with the Luhn checksum so that
+// ordinary long numbers (ids, timestamps) survive.
+const _CARD_CANDIDATE = /(?<![\w-])(?:\d[ -]?){12,18}\d(?![\w-])/g;
+// Credentials in URLs: scheme://user:password@host
+const _URL_USERINFO = /(\b[a-z][a-z0-9+.-]*:\/\/)[^/\s:@]+:[^/\s@]+@/gi;
+const _MAX_DEPTH = 12;
+
+export function isSensitiveKey(key) {
+  return _SENSITIVE_KEY.test(key);
+}
+
+export function scrubText(text) {
+  if (typeof text !== 'string' || text === '') {
+    return text;
+  }
+  // Whole-token patterns first: a card number with spaces or a "Bearer x" would otherwise be cut
+  // in half by the key=value rule, which stops at whitespace.
+  return text
+    .replace(_URL_USERINFO, `$1${FILTERED}@`)
+    .replace(_BEARER, (_match, scheme) => `${scheme} ${FILTERED}`)
+    .replace(_CARD_CANDIDATE, _maskCard)
+    .replace(_EMAIL, FILTERED)
+    .replace(_SENSITIVE_PAIR, (_match, key, sep) => `${key}${sep}${FILTERED}`);
+}
+
+/**
+ * Returns a scrubbed copy of `value` found under `key`, recursing into arrays and plain objects.
+ * Other objects (class instances, buffers) are returned unchanged.
+ */
+export function scrubValue(key, value, depth = 0) {
+  if (key && isSensitiveKey(key) && value !== null && value !== undefined && value !== '') {
+    return FILTERED;
+  }
+  if (typeof value === 'string') {
+    return scrubText(value);
+  }
+  if (depth >= _MAX_DEPTH || value === null || typeof value !== 'object') {
+    return value;
+  }
+  if (Array.isArray(value)) {
+    return value.map((item) => scrubValue(key, item, depth + 1));
+  }
+  const proto = Object.getPrototypeOf(value);
+  if (proto !== Object.prototype && proto !== null) {
+    return value;
+  }
+  const out = {};
+  for (const [k, v] of Object.entries(value)) {
+    out[k] = scrubValue(k, v, depth + 1);
+  }
+  return out;
+}
+
+// Parts of a Sentry event that describe the runtime, not the request: package names such as
+// `cookie` or `js-tokens` must not be mistaken for secrets there.
+const _EVENT_KEYS_KEPT = new Set(['modules', 'sdk', 'debug_meta', 'event_id', 'timestamp']);
+
+/** Sentry `beforeSend` hook: scrubs the whole event, dropping the user's address and email. */
+export function scrubSentryEvent(event) {
+  const out = {};
+  for (const [key, value] of Object.entries(event)) {
+    out[key] = _EVENT_KEYS_KEPT.has(key) ? value : scrubValue(key, value);
+  }
+  if (out.user) {
+    const { ip_address: _ip, email: _email, ...user } = out.user;
+    out.user = user;
+  }
+  return out;
+}
+
+/** Sentry `beforeBreadcrumb` hook. */
+export function scrubBreadcrumb(breadcrumb) {
+  return scrubValue('', breadcrumb);
+}
+
+function _maskCard(match) {
+  const digits = match.replace(/\D/g, '');
+  return digits.length >= 13 && digits.length <= 19 && _luhnValid(digits) ? FILTERED : match;
+}
+
+function _luhnValid(digits) {
+  let total = 0;
+  for (let index = 0; index < digits.length; index++) {
+    let n = Number(digits[digits.length - 1 - index]);
+    if (index % 2 === 1) {
+      n = n > 4 ? n * 2 - 9 : n * 2;
+    }
+    total += n;
+  }
+  return total % 10 === 0;
+}

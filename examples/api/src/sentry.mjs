@@ -1,0 +1,88 @@
+// Sentry for errors, linked to OpenTelemetry: OTel owns tracing (spans, propagation), Sentry
+// stamps every event with the active OTel span's trace id (openTelemetryIntegration), so an error,
+// its trace in Tempo, its logs in Loki and the exemplar on /metrics share one id.
+//
+// Why @sentry/node 11 (see README "Sentry SDK version"): 10.x's own OpenTelemetry setup shares ids
+// but does not continue an incoming W3C `traceparent`; 11.x lets our own tracer provider and a
+// composite propagator (W3C + Sentry) own tracing, so both header styles are continued.
+
+import http from 'node:http';
+import https from 'node:https';
+
+import * as Sentry from '@sentry/node';
+
+import { countDropped } from './metrics.mjs';
+import { scrubBreadcrumb, scrubSentryEvent } from './scrub.mjs';
+
+// Sentry's transport keeps at most this many envelopes in flight; more are dropped and counted.
+const _BUFFER_SIZE = 64;
+
+/**
+ * Initialises the Sentry SDK. Without SENTRY_DSN the SDK stays disabled (nothing is sent).
+ * @param {ReturnType<import('./config.mjs').loadConfig>} config
+ */
+export function initSentry(config) {
+  const { sentry } = config;
+  // The SDK reads SENTRY_TRACES_SAMPLE_RATE itself and would then start Sentry-owned spans that
+  // take precedence over the OTel span, breaking the shared trace id. Here that variable means
+  // "share of OTel traces exported to Sentry" (otel.mjs), so the SDK must not see it.
+  delete process.env.SENTRY_TRACES_SAMPLE_RATE;
+
+  return Sentry.init({
+    dsn: sentry.dsn,
+    environment: sentry.environment,
+    release: sentry.release,
+    sampleRate: sentry.sampleRate,
+    sendDefaultPii: false,
+    integrations: (defaults) => [
+      // Dedupe drops an error identical to the previous one: every /error request must produce
+      // its own event, joinable to its own trace. (An error object is still captured only once;
+      // the monitor deduplicates outages itself.)
+      ...defaults.filter((integration) => !['Dedupe', 'Http'].includes(integration.name)),
+      // Requests stay isolated per scope and are recorded as breadcrumbs, but spans and outgoing
+      // headers are left to OpenTelemetry: two tracers would disagree about the ids.
+      Sentry.httpIntegration({ spans: false, tracePropagation: false }),
+      Sentry.openTelemetryIntegration(),
+    ],
+    beforeSend: scrubSentryEvent,
+    beforeBreadcrumb: scrubBreadcrumb,
+    transport: _countingTransport,
+    transportOptions: {
+      bufferSize: _BUFFER_SIZE,
+      httpModule: _httpModuleWithTimeout(sentry.timeoutMs),
+    },
+  });
+}
+
+/** Sentry's OTLP traces endpoint for the DSN (URL and auth header), or undefined. */
+export function sentryOtlpTraces(dsn) {
+  return dsn ? Sentry.getOtlpTracesEndpoint(dsn) : undefined;
+}
+
+function _countingTransport(options) {
+  return Sentry.makeNodeTransport({
+    ...options,
+    recordDroppedEvent(reason, category, count = 1) {
+      // Network errors, timeouts, a full buffer and rate limits all end here.
+      if (category === 'error') {
+        countDropped('errors', count);
+      }
+      options.recordDroppedEvent(reason, category, count);
+    },
+  });
+}
+
+// The SDK's agent sets no response timeout, so a Sentry that accepts connections but never
+// answers would keep the transport buffer full forever.
+function _httpModuleWithTimeout(timeoutMs) {
+  return {
+    request(options, callback) {
+      const module = options.protocol === 'https:' ? https : http;
+      const request = module.request(options, callback);
+      request.setTimeout(timeoutMs, () => {
+        request.destroy(new Error(`Sentry did not answer within ${timeoutMs} ms`));
+      });
+      return request;
+    },
+  };
+}

@@ -1,0 +1,96 @@
+// Entry point: `npm start` (node --import ./src/instrument.mjs src/server.mjs).
+
+import * as Sentry from '@sentry/node';
+
+import { createApp } from './app.mjs';
+import { ConfigError, loadConfig } from './config.mjs';
+import { createLogger } from './logger.mjs';
+import { buildInfo } from './metrics.mjs';
+import { Monitor } from './monitor.mjs';
+import { getTelemetry } from './runtime.mjs';
+
+// Telemetry gets this long to flush on shutdown; a backend that is down must not hold the exit.
+const _FLUSH_TIMEOUT_MS = 3000;
+
+const telemetry = getTelemetry();
+let config = telemetry?.config;
+if (!config) {
+  try {
+    config = loadConfig();
+  } catch (error) {
+    if (error instanceof ConfigError) {
+      process.stderr.write(`api: ${error.message}\n`);
+      process.exit(2);
+    }
+    throw error;
+  }
+}
+
+const logger = createLogger({
+  level: config.logLevel,
+  service: config.otel.serviceName,
+  version: config.version,
+});
+if (!telemetry) {
+  logger.warn('started without --import ./src/instrument.mjs: no traces, OTLP logs or Sentry');
+}
+
+buildInfo.set({ version: config.version, commit: config.commit }, 1);
+
+const monitor = new Monitor(config.monitor, logger);
+let ready = true;
+const app = createApp({
+  service: {
+    name: config.otel.serviceName,
+    version: config.version,
+    commit: config.commit,
+    environment: config.sentry.environment,
+  },
+  logger,
+  monitor,
+  isReady: () => ready,
+});
+
+const server = app.listen(config.port, config.host, () => {
+  const address = server.address();
+  logger.info(
+    {
+      host: address.address,
+      port: address.port,
+      targets: config.monitor.targets.map((target) => target.name),
+      interval_ms: config.monitor.intervalMs,
+    },
+    'listening',
+  );
+  monitor.start();
+});
+// Longer than typical load-balancer idle timeouts, so the proxy closes idle connections first.
+server.keepAliveTimeout = 65_000;
+server.headersTimeout = 66_000;
+server.requestTimeout = 30_000;
+server.on('error', (error) => {
+  logger.fatal({ err: error }, 'cannot listen');
+  process.exit(1);
+});
+
+let stopping = false;
+async function shutdown(signal) {
+  if (stopping) {
+    return;
+  }
+  stopping = true;
+  ready = false;
+  logger.info({ signal }, 'shutting down');
+  const closed = new Promise((resolve) => server.close(resolve));
+  server.closeIdleConnections();
+  await monitor.stop();
+  await Promise.race([closed, new Promise((resolve) => setTimeout(resolve, _FLUSH_TIMEOUT_MS).unref())]);
+  await Promise.allSettled([
+    Sentry.close(_FLUSH_TIMEOUT_MS),
+    telemetry?.otel.shutdown(_FLUSH_TIMEOUT_MS),
+  ]);
+  logger.info('stopped');
+  process.exit(0);
+}
+process.on('SIGTERM', () => shutdown('SIGTERM'));
+process.on('SIGINT', () => shutdown('SIGINT'));

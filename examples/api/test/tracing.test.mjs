@@ -1,0 +1,226 @@
+// One trace id across Sentry, exported spans, OTLP logs and metric exemplars, with real receivers
+// decoding what the service sends (OTLP/HTTP JSON, chunked Sentry envelopes).
+
+import assert from 'node:assert/strict';
+import { after, before, describe, it } from 'node:test';
+
+import { OtlpReceiver, SentryReceiver, waitFor } from './helpers/receivers.mjs';
+import { samples, startService } from './helpers/service.mjs';
+
+const SERVER = 2; // OTLP SpanKind SERVER
+
+describe('trace-id join', () => {
+  let otlp;
+  let sentry;
+  let service;
+  before(async () => {
+    otlp = await new OtlpReceiver().start();
+    sentry = await new SentryReceiver().start();
+    service = await startService({
+      OTEL_EXPORTER_OTLP_TRACES_ENDPOINT: otlp.tracesEndpoint,
+      OTEL_EXPORTER_OTLP_LOGS_ENDPOINT: otlp.logsEndpoint,
+      SENTRY_DSN: sentry.dsn,
+      SENTRY_ENVIRONMENT: 'test',
+    });
+  });
+  after(async () => {
+    await service?.stop();
+    await otlp?.close();
+    await sentry?.close();
+  });
+
+  it('/error: the Sentry event, the server span, the OTLP logs and the exemplar share one trace id', async () => {
+    const response = await service.request('/error');
+    assert.equal(response.status, 500);
+    const traceId = response.json.trace_id;
+
+    const event = await waitFor(
+      () => sentry.events().find((e) => e.exception?.values?.[0]?.type === 'DeliberateError' && e.contexts?.trace?.trace_id === traceId),
+      { message: 'the DeliberateError event with the response trace id' },
+    );
+    assert.equal(event.environment, 'test');
+    assert.equal(event.exception.values[0].mechanism?.handled, false);
+    // @sentry/node streams envelopes with chunked transfer encoding.
+    assert.ok(sentry.requests.some((r) => r.chunked));
+
+    const serverSpan = await waitFor(
+      () => otlp.spans().find((s) => s.kind === SERVER && s.name === 'GET /error'),
+      { message: 'the exported GET /error server span' },
+    );
+    assert.equal(serverSpan.traceId, traceId);
+    assert.equal(serverSpan.serviceName, 'api');
+    assert.equal(serverSpan.attributes['http.route'], '/error');
+    assert.equal(serverSpan.attributes['http.response.status_code'], 500);
+    // The Sentry event points at a span of that same trace.
+    const spanIds = new Set(otlp.spans().filter((s) => s.traceId === traceId).map((s) => s.spanId));
+    assert.ok(spanIds.has(event.contexts.trace.span_id), 'event span id is an exported span');
+
+    const logs = await waitFor(
+      () => {
+        const found = otlp.logRecords().filter((r) => r.traceId === traceId);
+        return found.some((r) => r.body === 'request failed') && found.some((r) => r.body === 'request') && found;
+      },
+      { message: 'OTLP log records of the /error request' },
+    );
+    const failure = logs.find((r) => r.body === 'request failed');
+    assert.equal(failure.severityText, 'error');
+    assert.equal(failure.serviceName, 'api');
+    assert.ok(spanIds.has(failure.spanId));
+    // stdout carries the same ids.
+    assert.ok(service.logs.some((l) => l.msg === 'request failed' && l.trace_id === traceId && l.span_id));
+
+    const exemplars = samples(await service.metrics(), 'http_server_request_duration_seconds_bucket', {
+      route: '/error',
+      status_class: '5xx',
+    }).filter((s) => s.exemplar);
+    assert.ok(
+      exemplars.some((s) => s.exemplar.labels.trace_id === traceId),
+      `exemplar with ${traceId} in ${JSON.stringify(exemplars.map((s) => s.exemplar))}`,
+    );
+  });
+
+  it('/error?kind=handled: the captured event carries the request trace id too', async () => {
+    const response = await service.request('/error?kind=handled');
+    assert.equal(response.status, 500);
+    const event = await waitFor(
+      () => sentry.events().find((e) => e.event_id === response.json.sentry_event_id),
+      { message: 'the handled event' },
+    );
+    assert.equal(event.contexts.trace.trace_id, response.json.trace_id);
+  });
+
+  it('continues an incoming W3C traceparent', async () => {
+    const traceId = '0af7651916cd43dd8448eb211c80319c';
+    const parent = 'b7ad6b7169203331';
+    const response = await service.request('/error', { headers: { traceparent: `00-${traceId}-${parent}-01` } });
+    assert.equal(response.json.trace_id, traceId);
+    const span = await waitFor(() => otlp.spans().find((s) => s.kind === SERVER && s.traceId === traceId), {
+      message: 'server span continuing the traceparent',
+    });
+    assert.equal(span.parentSpanId, parent);
+    const event = await waitFor(() => sentry.events().find((e) => e.contexts?.trace?.trace_id === traceId), {
+      message: 'Sentry event in the incoming trace',
+    });
+    assert.equal(event.exception.values[0].type, 'DeliberateError');
+  });
+
+  it('continues an incoming sentry-trace header', async () => {
+    const traceId = '5e9c8c8a8b7d4e0f9a1b2c3d4e5f6a7b';
+    const parent = '1a2b3c4d5e6f7a8b';
+    const response = await service.request('/inventory/SB-1002', {
+      headers: { 'sentry-trace': `${traceId}-${parent}-1`, baggage: `sentry-trace_id=${traceId},sentry-sampled=true` },
+    });
+    assert.equal(response.status, 200);
+    const span = await waitFor(() => otlp.spans().find((s) => s.kind === SERVER && s.traceId === traceId), {
+      message: 'server span continuing the sentry-trace',
+    });
+    assert.equal(span.parentSpanId, parent);
+    assert.equal(span.name, 'GET /inventory/:sku');
+  });
+
+  it('prefers traceparent when both headers arrive (as the FastAPI service does)', async () => {
+    const w3c = 'aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa';
+    const response = await service.request('/inventory/SB-1005', {
+      headers: {
+        traceparent: `00-${w3c}-bbbbbbbbbbbbbbbb-01`,
+        'sentry-trace': 'cccccccccccccccccccccccccccccccc-dddddddddddddddd-1',
+      },
+    });
+    assert.equal(response.status, 200);
+    const span = await waitFor(
+      () => otlp.spans().find((s) => s.kind === SERVER && s.attributes['url.path'] === '/inventory/SB-1005'),
+      { message: 'server span' },
+    );
+    assert.equal(span.traceId, w3c);
+    assert.equal(span.parentSpanId, 'bbbbbbbbbbbbbbbb');
+  });
+
+  it('ignores malformed trace headers: a new trace, no error', async () => {
+    const response = await service.request('/inventory/SB-1004', {
+      headers: { traceparent: '00-zzzz-not-a-trace-01', 'sentry-trace': 'nonsense', baggage: '%%%' },
+    });
+    assert.equal(response.status, 200);
+    const span = await waitFor(
+      () => otlp.spans().find((s) => s.kind === SERVER && s.attributes['url.path'] === '/inventory/SB-1004'),
+      { message: 'server span' },
+    );
+    assert.equal(span.parentSpanId, '');
+    assert.match(span.traceId, /^[0-9a-f]{32}$/);
+  });
+
+  it('starts a new trace when no header arrives, and never traces Sentry envelope POSTs', async () => {
+    const { json } = await service.request('/error');
+    await waitFor(() => sentry.events().some((e) => e.contexts?.trace?.trace_id === json.trace_id), {
+      message: 'the event',
+    });
+    await service.request('/inventory/SB-1001');
+    await waitFor(() => otlp.spans().some((s) => s.kind === SERVER && s.name === 'GET /inventory/:sku' && !s.parentSpanId), {
+      message: 'a root server span',
+    });
+    const sentryPort = String(sentry.port);
+    const leaked = otlp
+      .spans()
+      .filter((s) => String(s.attributes['server.port']) === sentryPort || String(s.attributes['url.full'] ?? '').includes('/envelope/'));
+    assert.deepEqual(leaked, []);
+    // Nor OTLP exports themselves.
+    const otlpPort = String(otlp.port);
+    assert.deepEqual(otlp.spans().filter((s) => String(s.attributes['server.port']) === otlpPort), []);
+  });
+
+  it('scrubs PII from span attributes, Sentry events and logs', async () => {
+    const secret = 'hunter2-secret';
+    const email = 'ada.lovelace@example.com';
+    const response = await service.request(
+      `/error?password=${secret}&email=${encodeURIComponent(email)}&card=4111111111111111`,
+      { headers: { authorization: `Bearer ${secret}`, cookie: `session=${secret}` } },
+    );
+    const traceId = response.json.trace_id;
+    const event = await waitFor(() => sentry.events().find((e) => e.contexts?.trace?.trace_id === traceId), {
+      message: 'the event',
+    });
+    await waitFor(() => otlp.spans().some((s) => s.traceId === traceId && s.kind === SERVER), { message: 'span' });
+    await waitFor(() => otlp.logRecords().some((r) => r.traceId === traceId && r.body === 'request'), { message: 'logs' });
+    const everything = JSON.stringify({
+      event,
+      spans: otlp.spans().filter((s) => s.traceId === traceId),
+      logs: otlp.logRecords().filter((r) => r.traceId === traceId),
+      stdout: service.logs.filter((l) => l.trace_id === traceId),
+    });
+    for (const needle of [secret, email, encodeURIComponent(email), '4111111111111111']) {
+      assert.ok(!everything.includes(needle), `${needle} leaked`);
+    }
+    assert.match(event.request.url, /password=\[Filtered\]/);
+  });
+});
+
+describe('Sentry performance data (SENTRY_TRACES_SAMPLE_RATE)', () => {
+  it('sends the same spans, same ids, to Sentry OTLP endpoint when the rate is 1', async () => {
+    const otlp = await new OtlpReceiver().start();
+    const sentry = await new SentryReceiver().start();
+    const service = await startService({
+      OTEL_EXPORTER_OTLP_TRACES_ENDPOINT: otlp.tracesEndpoint,
+      SENTRY_DSN: sentry.dsn,
+      SENTRY_TRACES_SAMPLE_RATE: '1',
+    });
+    try {
+      const response = await service.request('/error');
+      const traceId = response.json.trace_id;
+      const toSentry = await waitFor(() => sentry.spans().find((s) => s.traceId === traceId && s.kind === SERVER), {
+        message: 'the server span at Sentry OTLP endpoint',
+      });
+      const toTempo = await waitFor(() => otlp.spans().find((s) => s.traceId === traceId && s.kind === SERVER), {
+        message: 'the server span at the OTLP endpoint',
+      });
+      assert.equal(toSentry.spanId, toTempo.spanId);
+      const auth = sentry.requests.find((r) => r.path.includes('/integration/otlp/')).headers['x-sentry-auth'];
+      assert.match(auth, /sentry_key=public/);
+      // Still one id on the error event: Sentry did not start spans of its own.
+      const event = await waitFor(() => sentry.events()[0], { message: 'event' });
+      assert.equal(event.contexts.trace.trace_id, traceId);
+    } finally {
+      await service.stop();
+      await otlp.close();
+      await sentry.close();
+    }
+  });
+});
