@@ -30,6 +30,4 @@ _MODULES: tuple[str, ...] = (
 
 
 def all_checks() -> list[tuple[str, Check]]:
-    return [
-        (name, importlib.import_module(f"signalbox.checks.{name}").run) for name in _MODULES
-    ]
+    return [(name, importlib.import_module(f"signalbox.checks.{name}").run) for name in _MODULES]
