@@ -67,7 +67,7 @@ down:
 	docker compose down
 
 verify: setup-python ## prove the trace-id join on a running stack (see README)
-	$(VENV)/bin/signalbox verify
+	$(VENV)/bin/signalbox verify --compose
 
 traffic: setup-python ## send realistic traffic to the sample services
 	$(VENV)/bin/signalbox traffic
