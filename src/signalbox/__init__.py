@@ -1,3 +1,3 @@
-"""Signalbox: validate and verify an observability bundle (Grafana, Prometheus, Loki, Tempo, Sentry)."""
+"""Signalbox: validate and verify an observability bundle (Grafana, Prometheus, Loki, Tempo)."""
 
 __version__ = "0.1.0"

@@ -17,23 +17,12 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"signalbox {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for module_name in ("validate", "verify", "traffic"):
-        module = _load_command(module_name)
-        if module is not None:
-            module.register(commands)
+    # Imported here: each command module imports UsageError from this one.
+    from signalbox import traffic, validate, verify
+
+    for command in (validate, verify, traffic):
+        command.register(commands)
     return parser
-
-
-def _load_command(name: str):  # type: ignore[no-untyped-def]
-    """Import ``signalbox.<name>`` if it exists (each command lives in its own module)."""
-    import importlib
-
-    try:
-        return importlib.import_module(f"signalbox.{name}")
-    except ModuleNotFoundError as exc:
-        if exc.name == f"signalbox.{name}":
-            return None
-        raise
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -70,7 +70,8 @@ def _render_text(findings: list[Finding], stream: TextIO) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    console = Console(file=stream, highlight=False, soft_wrap=True)
+    # Not a terminal (CI logs, pipes): wide enough that messages are not folded into slivers.
+    console = Console(file=stream, highlight=False, width=None if stream.isatty() else 160)
     table = Table(show_header=True, header_style="bold", expand=False)
     for column in ("check", "status", "location", "message"):
         table.add_column(column, overflow="fold")
