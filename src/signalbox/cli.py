@@ -44,5 +44,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 class UsageError(Exception):
     """Raised by a command for misuse (bad flags or inputs): reported on stderr, exit 2."""
 
+
 if __name__ == "__main__":
     sys.exit(main())
