@@ -86,7 +86,7 @@ def create_app(settings: Settings, telemetry: Telemetry) -> FastAPI:
     async def hello(
         name: Annotated[str, Query(pattern=NAME_PATTERN, description="Who to greet")] = "world",
     ) -> dict[str, str]:
-        _log.info("greeting %s", name)
+        _log.debug("greeting %s", name)
         return {"message": f"Hello, {name}!"}
 
     @app.get("/slow")

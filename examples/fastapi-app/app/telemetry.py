@@ -379,7 +379,8 @@ def _setup_sentry(settings: Settings, dropped: _DroppedTelemetry) -> bool:
             recursive=True,
         ),
         before_send=before_send,
-        before_breadcrumb=lambda crumb, _hint: _scrub_breadcrumb(crumb),
+        # Breadcrumbs leave the process only inside an event, where before_send scrubs them:
+        # scrubbing each one as it is recorded would cost every request, error or not.
         transport=counting_transport,
         integrations=[
             OTLPIntegration(
@@ -447,10 +448,17 @@ def _scrub_event(event: Any) -> Any:
     return event
 
 
+# Ids and hashes (trace ids, event ids, debug ids) must survive untouched.
+_UNSCRUBBED_KEYS = frozenset(
+    {"trace_id", "span_id", "parent_span_id", "event_id", "debug_id", "release"}
+)
+
+
 def _scrub_event_value(key: str, value: Any) -> Any:
-    # Ids and hashes (trace ids, event ids, debug ids) must survive untouched.
-    if key in {"trace_id", "span_id", "parent_span_id", "event_id", "debug_id", "release"}:
+    if key in _UNSCRUBBED_KEYS:
         return value
+    if key == "stacktrace" and isinstance(value, Mapping):
+        return _scrub_stacktrace(value)
     if isinstance(value, Mapping):
         return _scrub_event(value)
     if isinstance(value, list):
@@ -460,8 +468,15 @@ def _scrub_event_value(key: str, value: Any) -> Any:
     return value
 
 
-def _scrub_breadcrumb(crumb: Any) -> Any:
-    return _scrub_event(crumb)
+def _scrub_stacktrace(stacktrace: Mapping[str, Any]) -> dict[str, Any]:
+    """Frames hold source code, which carries no request data; only their local variables
+    (when SENTRY_INCLUDE_LOCAL_VARIABLES is on) can. Scrubbing every context line of every
+    frame cost ~5 ms per error."""
+    frames = [
+        {**frame, "vars": _scrub_event(frame["vars"])} if "vars" in frame else frame
+        for frame in stacktrace.get("frames") or []
+    ]
+    return {**stacktrace, "frames": frames}
 
 
 def _counting_transport(dropped: _DroppedTelemetry) -> type[HttpTransport]:
