@@ -304,6 +304,7 @@ class SentryReceiver(_Receiver):
             return list(self._items)
 
     def _handle(self, path: str, headers: Any, body: bytes) -> tuple[int, bytes]:
+        path = path.split("?", 1)[0]  # @sentry/node sends the key as ?sentry_key=...
         if path.rstrip("/").endswith("/integration/otlp/v1/traces"):
             if "sentry_key=" not in (headers.get("X-Sentry-Auth") or ""):
                 return 401, b'{"detail":"missing authentication"}'

@@ -49,14 +49,22 @@ class Service:
         return self.log_path.read_text(errors="replace")
 
     def stop(self, timeout: float = 15.0) -> int:
+        """SIGTERM to the whole process group: `npm start` does not pass signals on to node."""
         if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
+            _signal_group(self.process, signal.SIGTERM)
             try:
                 self.process.wait(timeout)
             except subprocess.TimeoutExpired:
-                self.process.kill()
+                _signal_group(self.process, signal.SIGKILL)
                 self.process.wait()
+        # The launcher may be gone while its child (node under npm) still shuts down.
+        _signal_group(self.process, signal.SIGKILL)
         return self.process.returncode
+
+
+def _signal_group(process: subprocess.Popen[bytes], sig: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(process.pid, sig)
 
 
 @contextlib.contextmanager
@@ -74,7 +82,9 @@ def run_service(
     with tempfile.NamedTemporaryFile(prefix=f"{cwd.name}-", suffix=".log", delete=False) as log:
         log_path = Path(log.name)
     with log_path.open("wb") as sink:
-        process = subprocess.Popen(command, cwd=cwd, env=full_env, stdout=sink, stderr=sink)
+        process = subprocess.Popen(
+            command, cwd=cwd, env=full_env, stdout=sink, stderr=sink, start_new_session=True
+        )
     service = Service(f"http://127.0.0.1:{port}", port, process, log_path)
     try:
         _wait_ready(service, ready_path, timeout)

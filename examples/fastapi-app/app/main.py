@@ -125,7 +125,8 @@ def create_app(settings: Settings, telemetry: Telemetry) -> FastAPI:
     ) -> JSONResponse:
         return await _lookup_inventory(state["client"], downstream_base, sku)
 
-    @app.get("/metrics")
+    # Not an API operation (and Prometheus text, not JSON): left out of the OpenAPI schema.
+    @app.get("/metrics", include_in_schema=False)
     async def metrics(request: Request) -> Response:
         # Exemplars only exist in the OpenMetrics format; Prometheus asks for it when scraping.
         encoder, content_type = choose_encoder(request.headers.get("accept", ""))

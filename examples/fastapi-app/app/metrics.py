@@ -89,7 +89,8 @@ class RequestTelemetryMiddleware:
     def _record(scope: Scope, status: int, seconds: float, error: Exception | None) -> None:
         route = scope.get("route")
         template = getattr(route, "path", None) or UNMATCHED_ROUTE
-        method = scope["method"] if scope["method"] in _KNOWN_METHODS else "OTHER"
+        # "_OTHER" as in OpenTelemetry's semantic conventions, and in the Node service.
+        method = scope["method"] if scope["method"] in _KNOWN_METHODS else "_OTHER"
         status_class = f"{status // 100}xx"
         context = trace.get_current_span().get_span_context()
         exemplar = (

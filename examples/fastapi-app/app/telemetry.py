@@ -34,11 +34,13 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import sentry_sdk
 from opentelemetry import propagate, trace
 from opentelemetry.baggage.propagation import W3CBaggagePropagator
+from opentelemetry.context import get_current
 from opentelemetry.exporter.otlp.proto.http._log_exporter import OTLPLogExporter
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
 from opentelemetry.instrumentation.httpx import HTTPXClientInstrumentor
 from opentelemetry.propagators.composite import CompositePropagator
+from opentelemetry.propagators.textmap import CarrierT, Getter, default_getter
 from opentelemetry.sdk._logs import LoggerProvider, LoggingHandler
 from opentelemetry.sdk._logs.export import BatchLogRecordProcessor
 from opentelemetry.sdk.metrics import MeterProvider
@@ -244,10 +246,27 @@ def _setup_tracing(
     # W3C last: when a request carries both headers, traceparent is authoritative.
     propagate.set_global_textmap(
         CompositePropagator(
-            [SentryOTLPPropagator(), TraceContextTextMapPropagator(), W3CBaggagePropagator()]
+            [_LenientSentryPropagator(), TraceContextTextMapPropagator(), W3CBaggagePropagator()]
         )
     )
     return provider
+
+
+class _LenientSentryPropagator(SentryOTLPPropagator):
+    """sentry-sdk 2.75 raises TypeError on a ``sentry-trace`` header without a span id (``-``,
+    ``1``, a lone trace id): every route would answer 500, before the app's middleware could
+    count or log it. Such a header is ignored, as the W3C propagator ignores a bad traceparent."""
+
+    def extract(
+        self,
+        carrier: CarrierT,
+        context: Context | None = None,
+        getter: Getter[CarrierT] = default_getter,
+    ) -> Context:
+        try:
+            return super().extract(carrier, context, getter)
+        except (TypeError, ValueError):
+            return context if context is not None else get_current()
 
 
 def _sentry_otlp_exporter(settings: Settings, self_metrics: MeterProvider) -> OTLPSpanExporter:

@@ -118,7 +118,7 @@ def test_unknown_paths_do_not_create_metric_series(plain_app: Service) -> None:
     metrics = httpx.get(plain_app.url + "/metrics").text
     assert "/random/" not in metrics and "BREW" not in metrics
     assert 'method="GET",route="<unmatched>",status_class="4xx"} 20.0' in metrics
-    assert 'method="OTHER",route="/hello"' in metrics
+    assert 'method="_OTHER",route="/hello"' in metrics
 
 
 def test_slow_does_not_block_other_requests(plain_app: Service) -> None:
