@@ -12,6 +12,8 @@ need_apt=()
 command -v prometheus >/dev/null && command -v promtool >/dev/null || need_apt+=(prometheus)
 # Alertmanager + amtool: offline config checks and the notification delivery test.
 command -v amtool >/dev/null && command -v prometheus-alertmanager >/dev/null || need_apt+=(prometheus-alertmanager)
+# wrk: the load generator of `make bench` (taskset, for pinning, is in util-linux).
+command -v wrk >/dev/null || need_apt+=(wrk)
 if ((${#need_apt[@]})); then
   if [[ $(id -u) -ne 0 ]]; then
     echo "install-system-deps: need root to apt-get install ${need_apt[*]}" >&2

@@ -1,0 +1,574 @@
+"""Runs the benchmark: starts the servers, alternates the cases, measures, checks the targets.
+
+For each service every variant runs as its own process, pinned to one core (the load generator
+and the receivers share the other), started once and warmed up. Then the cases run in rounds:
+bare, full, production, full with 10% errors, refused, hanging, bare, full, ... so that each
+comparison is made of alternated runs (A B A B) and slow drift of the machine hits both sides.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import shutil
+import signal
+import statistics
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+from prometheus_client.parser import text_string_to_metric_families
+
+from bench import load, proc
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "support"))
+from receivers import OtlpReceiver, SentryReceiver
+from services import FASTAPI_DIR, NODE_DIR, REPO, Service, free_port, run_service
+
+SERVER_CPU = 0
+LOAD_CPU = 1
+_TRACE_ID = re.compile(r"^[0-9a-f]{32}$")
+_SERVER_SPAN = 2  # SpanKind SERVER in OTLP
+
+
+@dataclass(frozen=True)
+class Settings:
+    seconds: float = 6.0  # one measured run
+    outage_seconds: float = 20.0  # one run against broken backends; x rounds = a minute
+    rounds: int = 3
+    warmup_seconds: float = 2.0
+    services: tuple[str, ...] = ("fastapi", "node")
+
+
+@dataclass(frozen=True)
+class ServiceSpec:
+    key: str
+    title: str
+    service_name: str
+    hot_path: str
+    bare_command: tuple[str, ...]
+    instrumented_command: tuple[str, ...]
+    instrumented_dir: Path
+    extra_env: Mapping[str, str]
+    process_name: str | None  # measure this descendant instead of the started process
+
+
+def _specs() -> dict[str, ServiceSpec]:
+    return {
+        "fastapi": ServiceSpec(
+            key="fastapi",
+            title="FastAPI (examples/fastapi-app)",
+            service_name="fastapi-app",
+            hot_path="/hello?name=bench",
+            bare_command=(sys.executable, "-m", "bench.bare_fastapi"),
+            instrumented_command=(sys.executable, "-m", "app"),
+            instrumented_dir=FASTAPI_DIR,
+            extra_env={},
+            process_name=None,
+        ),
+        "node": ServiceSpec(
+            key="node",
+            title="Node (examples/api)",
+            service_name="api",
+            hot_path="/inventory/SB-1001",
+            bare_command=("node", "bench/bare_express.mjs"),
+            instrumented_command=("npm", "start", "--silent"),
+            instrumented_dir=NODE_DIR,
+            # No probing of other services during the benchmark; Express in production mode.
+            extra_env={"MONITOR_TARGETS": "none", "NODE_ENV": "production"},
+            process_name="node",
+        ),
+    }
+
+
+# --- receivers ----------------------------------------------------------------------------
+
+
+class _CountingOtlpReceiver(OtlpReceiver):
+    """The shared OTLP receiver (real protobuf/JSON decoding) that keeps counts and the trace
+    ids of ``/error`` spans instead of every item: a benchmark sends millions, and a growing
+    heap would slow the load generator's core with garbage collection."""
+
+    def __init__(self) -> None:
+        super().__init__("ok")
+        self.server_span_count = 0
+        self.log_record_count = 0
+        self.error_trace_ids: set[str] = set()
+
+    def _handle(self, path: str, headers: Any, body: bytes) -> tuple[int, bytes]:
+        if "json" in (headers.get("Content-Type") or ""):
+            return self._handle_json(path, json.loads(body))
+        status, payload = super()._handle(path, headers, body)
+        with self._lock:
+            spans, self._spans = self._spans, []
+            logs, self._logs = self._logs, []
+            self.log_record_count += len(logs)
+            for span in spans:
+                if span.kind == _SERVER_SPAN:
+                    self.server_span_count += 1
+                if "/error" in span.name or span.attributes.get("http.route") == "/error":
+                    self.error_trace_ids.add(span.trace_id)
+        return status, payload
+
+    def _handle_json(self, path: str, document: Any) -> tuple[int, bytes]:
+        """OTLP/JSON (the Node exporters), read with json alone: protobuf's ParseDict, which
+        the shared receiver uses, is pure Python and too slow to keep up with a saturated
+        service, so the exporter's queue would overflow because of the receiver."""
+        if path.endswith("/v1/logs"):
+            count = sum(
+                len(scope.get("logRecords", []))
+                for resource in document.get("resourceLogs", [])
+                for scope in resource.get("scopeLogs", [])
+            )
+            with self._lock:
+                self.log_record_count += count
+            return 200, b"{}"
+        if not path.endswith("/v1/traces"):
+            return 404, b'{"error":"unknown path"}'
+        server, error_ids = 0, set()
+        for resource in document.get("resourceSpans", []):
+            for scope in resource.get("scopeSpans", []):
+                for span in scope.get("spans", []):
+                    server += span.get("kind") in (_SERVER_SPAN, "SPAN_KIND_SERVER")
+                    route = next(
+                        (
+                            a.get("value", {}).get("stringValue")
+                            for a in span.get("attributes", [])
+                            if a.get("key") == "http.route"
+                        ),
+                        None,
+                    )
+                    if "/error" in span.get("name", "") or route == "/error":
+                        error_ids.add(str(span.get("traceId", "")).lower())
+        with self._lock:
+            self.server_span_count += server
+            self.error_trace_ids |= error_ids
+        return 200, b"{}"
+
+
+class _SentryReceiver(SentryReceiver):
+    """The shared Sentry receiver, also for @sentry/node 11, which puts its auth in the
+    envelope URL's query string (``/api/1/envelope/?sentry_key=...``): the shared receiver
+    compares the whole path, query included, and would answer 404."""
+
+    def _handle(self, path: str, headers: Any, body: bytes) -> tuple[int, bytes]:
+        return super()._handle(path.split("?", 1)[0], headers, body)
+
+
+@dataclass
+class _Backends:
+    """Where a variant's telemetry goes, and the receivers to ask afterwards."""
+
+    env: dict[str, str]
+    otlp: _CountingOtlpReceiver | None = None
+    sentry: SentryReceiver | None = None
+
+
+def _healthy(stack: contextlib.ExitStack) -> _Backends:
+    otlp = stack.enter_context(_CountingOtlpReceiver())
+    sentry = stack.enter_context(_SentryReceiver())
+    env = {
+        "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": otlp.traces_endpoint,
+        "OTEL_EXPORTER_OTLP_LOGS_ENDPOINT": otlp.logs_endpoint,
+        "SENTRY_DSN": sentry.dsn,
+    }
+    return _Backends(env, otlp, sentry)
+
+
+def _refused() -> _Backends:
+    otlp, sentry = free_port(), free_port()  # nothing listens there
+    return _Backends(
+        {
+            "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": f"http://127.0.0.1:{otlp}/v1/traces",
+            "OTEL_EXPORTER_OTLP_LOGS_ENDPOINT": f"http://127.0.0.1:{otlp}/otlp/v1/logs",
+            "SENTRY_DSN": f"http://publickey@127.0.0.1:{sentry}/1",
+        }
+    )
+
+
+def _hanging(stack: contextlib.ExitStack) -> _Backends:
+    otlp = stack.enter_context(OtlpReceiver(mode="hang"))
+    sentry = stack.enter_context(SentryReceiver(mode="hang"))
+    return _Backends(
+        {
+            "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": otlp.traces_endpoint,
+            "OTEL_EXPORTER_OTLP_LOGS_ENDPOINT": otlp.logs_endpoint,
+            "SENTRY_DSN": sentry.dsn,
+        }
+    )
+
+
+def _deprioritise_receiver_threads() -> None:
+    """Receivers run in this process, on the load generator's core. Niced, they never hold
+    wrk back (a stalled client would show up as server latency); threads they start inherit
+    the nice value."""
+    for thread in threading.enumerate():
+        if thread is not threading.main_thread() and thread.native_id is not None:
+            with contextlib.suppress(OSError):
+                os.setpriority(os.PRIO_PROCESS, thread.native_id, 10)
+
+
+# --- servers ------------------------------------------------------------------------------
+
+
+@dataclass
+class Server:
+    variant: str
+    service: Service
+    pid: int  # the process whose CPU and memory are measured
+    backends: _Backends | None
+    requests_sent: int = 0
+
+    @property
+    def url(self) -> str:
+        return self.service.url
+
+
+def _pinned(command: Sequence[str], pin: bool) -> list[str]:
+    return [*priority(), "taskset", "-c", str(SERVER_CPU), *command] if pin else list(command)
+
+
+def priority() -> list[str]:
+    """A command prefix that lets the server and wrk win over anything else on the machine
+    (only root may raise priority; elsewhere they run at normal priority)."""
+    return ["nice", "-n", "-10"] if os.geteuid() == 0 else []
+
+
+def _instrumented_env(spec: ServiceSpec, backends: _Backends, variant: str) -> dict[str, str]:
+    env = {
+        "OTEL_SERVICE_NAME": spec.service_name,
+        "SENTRY_ENVIRONMENT": "bench",
+        "SENTRY_RELEASE": f"{spec.service_name}@bench",
+        "LOG_LEVEL": "INFO",
+        # Every trace kept and exported, unless this is the production profile.
+        "OTEL_TRACES_SAMPLER": "parentbased_always_on",
+        **spec.extra_env,
+        **backends.env,
+    }
+    if variant == "prod":
+        env["OTEL_TRACES_SAMPLER"] = "parentbased_traceidratio"
+        env["OTEL_TRACES_SAMPLER_ARG"] = "0.1"
+    return env
+
+
+@contextlib.contextmanager
+def _start(
+    spec: ServiceSpec, variant: str, backends: _Backends | None, pin: bool
+) -> Iterator[Server]:
+    if backends is None:
+        command, cwd, env = spec.bare_command, REPO, dict(spec.extra_env)
+        env.pop("MONITOR_TARGETS", None)
+    else:
+        command, cwd = spec.instrumented_command, spec.instrumented_dir
+        env = _instrumented_env(spec, backends, variant)
+    with run_service(_pinned(command, pin), cwd, env, timeout=60.0) as service:
+        pid = service.process.pid
+        if spec.process_name is not None:
+            pid = proc.find_process(pid, spec.process_name)
+        try:
+            yield Server(variant, service, pid, backends)
+        finally:
+            if pid != service.process.pid:
+                # SIGTERM to npm does not reach node through npm's shell: stop node itself
+                # (it flushes telemetry and exits), or it outlives the benchmark.
+                _terminate(pid)
+            service.stop()
+            if service.process.returncode not in (0, -15):
+                print(
+                    f"bench: {spec.key}/{variant} exited with {service.process.returncode}:\n"
+                    + service.output()[-3000:],
+                    file=sys.stderr,
+                )
+            service.log_path.unlink(missing_ok=True)
+
+
+def _terminate(pid: int, timeout: float = 10.0) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        while Path(f"/proc/{pid}").exists() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        if Path(f"/proc/{pid}").exists():
+            os.kill(pid, signal.SIGKILL)
+
+
+# --- measurement --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Case:
+    key: str
+    label: str
+    variant: str
+    mix: bool  # 10% /error
+    long: bool  # outage run: long enough for memory growth to show
+
+
+@dataclass
+class Run:
+    load: load.LoadResult
+    cpu_seconds: float
+    rss_before_mb: float
+    rss_after_mb: float
+
+
+@dataclass
+class CaseResult:
+    case: Case
+    runs: list[Run] = field(default_factory=list)
+    rss_growth_mb: float | None = None
+    dropped: dict[str, float] = field(default_factory=dict)
+    errors_sent: int = 0
+    errors_joined: int = 0
+    errors_dropped: float = 0.0
+    errors_without_trace: int = 0
+    errors_duplicated: int = 0
+
+    @property
+    def requests(self) -> int:
+        return sum(r.load.requests for r in self.runs)
+
+    # Medians over the rounds: one run disturbed by something else on the machine does not
+    # move the figure.
+    @property
+    def cpu_us(self) -> float:
+        return statistics.median(self.cpu_us_runs) if self.runs else 0.0
+
+    @property
+    def cpu_us_runs(self) -> list[float]:
+        return [r.cpu_seconds / max(1, r.load.requests) * 1e6 for r in self.runs]
+
+    @property
+    def rps(self) -> float:
+        return statistics.median(r.load.requests / max(1e-9, r.load.seconds) for r in self.runs)
+
+    @property
+    def p50_ms(self) -> float:
+        return statistics.median(r.load.p50_ms for r in self.runs)
+
+    @property
+    def p99_ms(self) -> float:
+        return statistics.median(r.load.p99_ms for r in self.runs)
+
+    @property
+    def max_ms(self) -> float:
+        return max(r.load.max_ms for r in self.runs)
+
+    @property
+    def non_2xx(self) -> int:
+        return sum(r.load.non_2xx for r in self.runs)
+
+    @property
+    def socket_errors(self) -> int:
+        return sum(r.load.socket_errors for r in self.runs)
+
+    @property
+    def load_seconds(self) -> float:
+        return sum(r.load.seconds for r in self.runs)
+
+
+CASES = (
+    Case("bare", "bare (no instrumentation)", "bare", mix=False, long=False),
+    Case("full", "all signals, 100% traced", "full", mix=False, long=False),
+    Case("prod", "production defaults (10% traced)", "prod", mix=False, long=False),
+    Case("mix", "all signals, 100% traced, 10% /error", "full", mix=True, long=False),
+    Case("refused", "backends refuse connections", "refused", mix=False, long=True),
+    Case("hang", "backends accept, never answer", "hang", mix=False, long=True),
+)
+
+
+@dataclass
+class ServiceResult:
+    spec: ServiceSpec
+    cases: dict[str, CaseResult]
+    telemetry: dict[str, dict[str, float]]  # variant -> what the healthy receivers got
+    pinned: bool
+
+
+def _paths(spec: ServiceSpec, mix: bool) -> list[str]:
+    return [spec.hot_path] * 9 + ["/error"] if mix else [spec.hot_path]
+
+
+def _metric_totals(url: str, name: str, label: str) -> dict[str, float]:
+    """Sum of a counter's samples by one label, read from the service's /metrics."""
+    text = httpx.get(f"{url}/metrics", timeout=10).text
+    totals: dict[str, float] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == name:
+                key = sample.labels.get(label, "")
+                totals[key] = totals.get(key, 0.0) + sample.value
+    return totals
+
+
+def _dropped(server: Server) -> dict[str, float]:
+    if server.backends is None:  # the bare baselines have no metrics
+        return {}
+    return _metric_totals(server.url, "telemetry_dropped_total", "signal")
+
+
+def _wrk(
+    server: Server, spec: ServiceSpec, mix: bool, seconds: float, pin: bool
+) -> load.LoadResult:
+    cpu, prefix = (LOAD_CPU, priority()) if pin else (None, [])
+    return load.run_wrk(server.url, _paths(spec, mix), seconds, cpu, prefix)
+
+
+def _measure(server: Server, spec: ServiceSpec, case: Case, seconds: float, pin: bool) -> Run:
+    if server.service.process.poll() is not None:
+        raise RuntimeError(f"{spec.key}/{server.variant} died:\n{server.service.output()[-3000:]}")
+    rss_before = proc.rss_mb(server.pid)
+    cpu_before = proc.cpu_seconds(server.pid)
+    result = _wrk(server, spec, case.mix, seconds, pin)
+    cpu_after = proc.cpu_seconds(server.pid)
+    server.requests_sent += result.requests
+    return Run(result, cpu_after - cpu_before, rss_before, proc.rss_mb(server.pid))
+
+
+def _error_events(sentry: SentryReceiver) -> list[dict[str, Any]]:
+    def deliberate(event: dict[str, Any]) -> bool:
+        values = (event.get("exception") or {}).get("values") or [{}]
+        return bool(values[-1].get("type") == "DeliberateError")
+
+    return [event for event in sentry.events() if deliberate(event)]
+
+
+def _event_trace_id(event: dict[str, Any]) -> str:
+    return str(((event.get("contexts") or {}).get("trace") or {}).get("trace_id") or "")
+
+
+def _check_errors_reached_sentry(
+    server: Server, result: CaseResult, events_before: int, dropped_before: float, sent: int
+) -> None:
+    """Every /error of the mix: a Sentry event whose trace id is a trace the OTLP receiver got,
+    or counted in telemetry_dropped_total{signal="errors"}. Waits for the exporters' batches."""
+    backends = server.backends
+    assert backends is not None and backends.sentry is not None and backends.otlp is not None
+    sentry, otlp = backends.sentry, backends.otlp
+
+    def settled() -> bool:
+        events = _error_events(sentry)[events_before:]
+        ids = {_event_trace_id(e) for e in events}
+        joined = len(ids & otlp.error_trace_ids)
+        dropped = _dropped(server).get("errors", 0.0) - dropped_before
+        return joined + dropped >= sent
+
+    deadline = time.monotonic() + 20
+    while not settled() and time.monotonic() < deadline:
+        time.sleep(0.5)
+    events = _error_events(sentry)[events_before:]
+    ids = [_event_trace_id(e) for e in events]
+    result.errors_sent += sent
+    result.errors_joined += len(set(ids) & otlp.error_trace_ids)
+    result.errors_without_trace += sum(1 for i in ids if not _TRACE_ID.match(i))
+    result.errors_duplicated += len(ids) - len(set(ids))
+    result.errors_dropped += _dropped(server).get("errors", 0.0) - dropped_before
+
+
+def _log(message: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+def run_service_bench(spec: ServiceSpec, settings: Settings, pin: bool) -> ServiceResult:
+    variants = ("bare", "full", "prod", "refused", "hang")
+    with contextlib.ExitStack() as stack:
+        backends: dict[str, _Backends | None] = {
+            "bare": None,
+            "full": _healthy(stack),
+            "prod": _healthy(stack),
+            "refused": _refused(),
+            "hang": _hanging(stack),
+        }
+        _deprioritise_receiver_threads()
+        _log(f"{spec.key}: starting {', '.join(variants)}")
+        managers = {v: _start(spec, v, backends[v], pin) for v in variants}
+        # Start-up in parallel (Node takes seconds to load its instrumentation).
+        with ThreadPoolExecutor(len(variants)) as pool:
+            entered = {v: pool.submit(m.__enter__) for v, m in managers.items()}
+        servers: dict[str, Server] = {}
+        for variant, future in entered.items():
+            exc = future.exception()
+            if exc is None:
+                servers[variant] = future.result()
+                stack.push(managers[variant])
+        failed = [v for v in variants if v not in servers]
+        if failed:
+            raise RuntimeError(
+                f"{spec.key}: could not start {failed}: {entered[failed[0]].exception()}"
+            )
+
+        _log(f"{spec.key}: warming up")
+        for variant, server in servers.items():
+            for mix in (False, True) if variant == "full" else (False,):
+                warm = _wrk(server, spec, mix, settings.warmup_seconds, pin)
+                server.requests_sent += warm.requests
+
+        results = {case.key: CaseResult(case) for case in CASES}
+        rss_start = {v: proc.rss_mb(s.pid) for v, s in servers.items()}
+        dropped_start = {v: _dropped(s) for v, s in servers.items()}
+        for round_no in range(settings.rounds):
+            for case in CASES:
+                server = servers[case.variant]
+                seconds = settings.outage_seconds if case.long else settings.seconds
+                _log(
+                    f"{spec.key}: round {round_no + 1}/{settings.rounds} {case.key} ({seconds:g}s)"
+                )
+                sentry = server.backends.sentry if server.backends else None
+                events_before = len(_error_events(sentry)) if sentry else 0
+                dropped_before = _dropped(server).get("errors", 0.0) if case.mix else 0.0
+                run = _measure(server, spec, case, seconds, pin)
+                results[case.key].runs.append(run)
+                if case.mix:
+                    sent = run.load.non_2xx
+                    _check_errors_reached_sentry(
+                        server, results[case.key], events_before, dropped_before, sent
+                    )
+        for case in CASES:
+            server = servers[case.variant]
+            result = results[case.key]
+            result.rss_growth_mb = proc.rss_mb(server.pid) - rss_start[case.variant]
+            now = _dropped(server)
+            result.dropped = {
+                signal: now.get(signal, 0.0) - dropped_start[case.variant].get(signal, 0.0)
+                for signal in sorted(set(now) | set(dropped_start[case.variant]))
+            }
+        requests_sent = {v: s.requests_sent for v, s in servers.items()}
+        _log(f"{spec.key}: stopping (flushes telemetry)")
+    telemetry: dict[str, dict[str, float]] = {}
+    for variant in ("full", "prod"):
+        b = backends[variant]
+        if b is not None and b.otlp is not None:
+            telemetry[variant] = {
+                "requests": float(requests_sent[variant]),
+                "server_spans": float(b.otlp.server_span_count),
+                "log_records": float(b.otlp.log_record_count),
+            }
+    return ServiceResult(spec, results, telemetry, pin)
+
+
+def can_pin() -> bool:
+    return (
+        hasattr(os, "sched_setaffinity")
+        and len(os.sched_getaffinity(0)) >= 2
+        and {SERVER_CPU, LOAD_CPU} <= os.sched_getaffinity(0)
+        and shutil.which("taskset") is not None
+    )
+
+
+def run(settings: Settings, progress: Callable[[str], None] = _log) -> list[ServiceResult]:
+    pin = can_pin()
+    if pin:
+        # Before any thread exists: every thread of this process (receivers) and wrk inherit it.
+        os.sched_setaffinity(0, {LOAD_CPU})
+    else:
+        progress("fewer than 2 usable cores or no taskset: running unpinned")
+    specs = _specs()
+    return [run_service_bench(specs[key], settings, pin) for key in settings.services]
