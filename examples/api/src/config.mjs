@@ -34,6 +34,19 @@ export class ConfigError extends Error {
  * @param {Record<string, string | undefined>} env
  * @throws {ConfigError} naming every offending variable
  */
+/** The configuration, or exit 2 naming every offending variable: the start-up contract. */
+export function loadConfigOrExit(env = process.env) {
+  try {
+    return loadConfig(env);
+  } catch (error) {
+    if (error instanceof ConfigError) {
+      process.stderr.write(`api: ${error.message}\n`);
+      process.exit(2);
+    }
+    throw error;
+  }
+}
+
 export function loadConfig(env = process.env) {
   const problems = [];
   const read = new _Reader(env, problems);

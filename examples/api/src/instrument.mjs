@@ -8,19 +8,10 @@ import { register } from 'node:module';
 
 import { createAddHookMessageChannel } from 'import-in-the-middle';
 
-import { ConfigError, loadConfig } from './config.mjs';
+import { loadConfigOrExit } from './config.mjs';
 
-let config;
-try {
-  config = loadConfig();
-} catch (error) {
-  if (error instanceof ConfigError) {
-    // Fail fast, naming every offending variable, before anything starts.
-    process.stderr.write(`api: ${error.message}\n`);
-    process.exit(2);
-  }
-  throw error;
-}
+// Fail fast, naming every offending variable, before anything starts.
+const config = loadConfigOrExit();
 
 // Only modules something hooks are wrapped (not every import), which keeps start-up fast.
 const { registerOptions, waitForAllMessagesAcknowledged } = createAddHookMessageChannel();

@@ -3,7 +3,7 @@
 import * as Sentry from '@sentry/node';
 
 import { createApp } from './app.mjs';
-import { ConfigError, loadConfig } from './config.mjs';
+import { loadConfigOrExit } from './config.mjs';
 import { createLogger } from './logger.mjs';
 import { buildInfo } from './metrics.mjs';
 import { Monitor } from './monitor.mjs';
@@ -13,18 +13,8 @@ import { getTelemetry } from './runtime.mjs';
 const _FLUSH_TIMEOUT_MS = 3000;
 
 const telemetry = getTelemetry();
-let config = telemetry?.config;
-if (!config) {
-  try {
-    config = loadConfig();
-  } catch (error) {
-    if (error instanceof ConfigError) {
-      process.stderr.write(`api: ${error.message}\n`);
-      process.exit(2);
-    }
-    throw error;
-  }
-}
+// Started without the preload (plain `node src/server.mjs`): no telemetry, same checks.
+const config = telemetry?.config ?? loadConfigOrExit();
 
 const logger = createLogger({
   level: config.logLevel,
