@@ -1,12 +1,13 @@
 // The HTTP API: the monitor's view (/targets), a small inventory the FastAPI service's /chain route
 // calls, a deliberate error, and the operational endpoints (/health, /ready, /metrics).
 
-import { context, trace } from '@opentelemetry/api';
+import { TraceFlags, context, isSpanContextValid, trace } from '@opentelemetry/api';
 import * as Sentry from '@sentry/node';
 import express from 'express';
 
 import { exemplarFor, httpDuration, httpRequests, renderMetrics } from './metrics.mjs';
 import { scrubText } from './scrub.mjs';
+import { withRequestScope } from './sentry.mjs';
 
 const _CATALOG = new Map([
   ['SB-1001', { name: 'Signal lamp', in_stock: 12 }],
@@ -34,13 +35,14 @@ class DeliberateError extends Error {
  *   logger: import('pino').Logger,
  *   monitor: { snapshot(): object[] },
  *   isReady: () => boolean,
+ *   accessLog?: 'sampled' | 'all',
  * }} deps
  */
-export function createApp({ service, logger, monitor, isReady }) {
+export function createApp({ service, logger, monitor, isReady, accessLog = 'sampled' }) {
   const app = express();
   app.disable('x-powered-by');
   app.set('etag', false);
-  app.use(_observe(logger));
+  app.use(_observe(logger, accessLog));
 
   app.get('/', (_req, res) => {
     res.json({
@@ -97,7 +99,9 @@ export function createApp({ service, logger, monitor, isReady }) {
       return;
     }
     if (kind === 'handled') {
-      const eventId = Sentry.captureException(new DeliberateError('deliberate handled error'));
+      const eventId = withRequestScope(req, () =>
+        Sentry.captureException(new DeliberateError('deliberate handled error')),
+      );
       logger.error({ sentry_event_id: eventId }, 'deliberate handled error');
       res.status(500).json(_errorBody('deliberate_error', 'deliberate handled error', eventId));
       return;
@@ -110,7 +114,12 @@ export function createApp({ service, logger, monitor, isReady }) {
     res.status(404).json({ error: 'not_found', message: `no route for ${req.method} ${scrubText(req.path)}` });
   });
 
-  Sentry.setupExpressErrorHandler(app);
+  app.use(function sentryRequestScope(error, req, _res, next) {
+    withRequestScope(req, () => next(error));
+  });
+  // Not setupExpressErrorHandler: its request middleware would write request data into the
+  // process-wide scope (there is no per-request one, see sentry.mjs).
+  app.use(Sentry.expressErrorHandler());
 
   // Errors reach here after Sentry captured them (5xx only; 4xx are the client's problem).
   app.use(function errorResponse(error, req, res, _next) {
@@ -150,43 +159,56 @@ function _clientStatus(error) {
   return Number.isInteger(status) && status >= 400 && status < 500 ? status : undefined;
 }
 
-// RED metrics with exemplars and one log line per request, labelled by route template.
-function _observe(logger) {
-  // Named: the Express instrumentation calls its span "middleware - observe".
+// RED metrics with exemplars for every request, and an access log line per request as
+// ACCESS_LOG says (see _accessLogged).
+function _observe(logger, accessLog) {
   return function observe(req, res, next) {
     const started = process.hrtime.bigint();
     const active = context.active();
     const spanContext = trace.getSpan(active)?.spanContext();
-    res.on(
-      'close',
-      context.bind(active, () => {
-        const seconds = Number(process.hrtime.bigint() - started) / 1e9;
-        // A client that hung up before the response finished: nginx's 499.
-        const status = res.writableFinished ? res.statusCode : 499;
-        const route = req.route ? `${req.baseUrl}${_routePath(req.route.path)}` : '<unmatched>';
-        const labels = {
-          method: _METHODS.has(req.method) ? req.method : '_OTHER',
-          route,
-          status_class: `${Math.floor(status / 100)}xx`,
-        };
-        httpRequests.inc(labels);
-        httpDuration.observe({ labels, value: seconds, exemplarLabels: exemplarFor(spanContext) });
-        const fields = {
-          method: labels.method,
-          route,
-          path: scrubText(req.originalUrl.split('?', 1)[0]).slice(0, 256),
-          status,
-          duration_ms: Math.round(seconds * 1000),
-        };
+    res.on('close', () => {
+      const seconds = Number(process.hrtime.bigint() - started) / 1e9;
+      // A client that hung up before the response finished: nginx's 499.
+      const status = res.writableFinished ? res.statusCode : 499;
+      const route = req.route ? `${req.baseUrl}${_routePath(req.route.path)}` : '<unmatched>';
+      const labels = {
+        method: _METHODS.has(req.method) ? req.method : '_OTHER',
+        route,
+        status_class: `${Math.floor(status / 100)}xx`,
+      };
+      httpRequests.inc(labels);
+      httpDuration.observe({ labels, value: seconds, exemplarLabels: exemplarFor(spanContext) });
+      if (!_accessLogged(accessLog, spanContext, status)) {
+        return;
+      }
+      const fields = {
+        method: labels.method,
+        route,
+        path: scrubText(req.originalUrl.split('?', 1)[0]).slice(0, 256),
+        status,
+        duration_ms: Math.round(seconds * 1000),
+      };
+      // In the request's context, so the line carries its trace and span id.
+      context.with(active, () => {
         if (_QUIET_ROUTES.has(route)) {
           logger.debug(fields, 'request');
         } else {
           logger.info(fields, 'request');
         }
-      }),
-    );
+      });
+    });
     next();
   };
+}
+
+// With `sampled`, a line whose trace was not kept would lead nowhere in Tempo and costs as much
+// as the request itself; errors are always worth a line. A request that was never traced
+// (health checks, no tracing at all) had no sampling decision, so it is logged.
+function _accessLogged(accessLog, spanContext, status) {
+  if (accessLog === 'all' || status >= 500 || !spanContext || !isSpanContextValid(spanContext)) {
+    return true;
+  }
+  return (spanContext.traceFlags & TraceFlags.SAMPLED) === TraceFlags.SAMPLED;
 }
 
 function _routePath(path) {

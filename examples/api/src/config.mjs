@@ -62,6 +62,10 @@ export function loadConfig(env = process.env) {
     host: read.string('HOST', '::'),
     // Python's names work too (WARNING, CRITICAL), so one LOG_LEVEL can serve both services.
     logLevel: _PINO_LEVEL[read.oneOf('LOG_LEVEL', 'info', Object.keys(_PINO_LEVEL), { lowerCase: true })],
+    // `sampled`: a request's access line follows its trace's sampling decision (5xx always
+    // logged), so at 10% tracing the log volume and its cost shrink with the traces. `all`: every
+    // request, whatever the sampler says.
+    accessLog: read.oneOf('ACCESS_LOG', 'sampled', ['sampled', 'all'], { lowerCase: true }),
     version: release ?? _PACKAGE.version,
     commit: gitCommit,
 

@@ -19,7 +19,7 @@ register('import-in-the-middle/hook.mjs', import.meta.url, registerOptions);
 
 const { registerInstrumentations } = await import('@opentelemetry/instrumentation');
 const { HttpInstrumentation } = await import('@opentelemetry/instrumentation-http');
-const { ExpressInstrumentation } = await import('@opentelemetry/instrumentation-express');
+const { ExpressInstrumentation, ExpressLayerType } = await import('@opentelemetry/instrumentation-express');
 const { PinoInstrumentation } = await import('@opentelemetry/instrumentation-pino');
 const { ignoredIncomingRequest, ignoredOutgoingRequest } = await import('./tracing-filters.mjs');
 
@@ -29,7 +29,12 @@ registerInstrumentations({
       ignoreIncomingRequestHook: ignoredIncomingRequest,
       ignoreOutgoingRequestHook: ignoredOutgoingRequest(config),
     }),
-    new ExpressInstrumentation(),
+    // Only for the route template (`http.route`, the server span's name): a span per Express
+    // layer (middleware, router, handler) tripled the spans per request and showed nothing the
+    // server span does not.
+    new ExpressInstrumentation({
+      ignoreLayersType: [ExpressLayerType.MIDDLEWARE, ExpressLayerType.ROUTER, ExpressLayerType.REQUEST_HANDLER],
+    }),
     // Adds trace_id/span_id to every pino line and sends the (already scrubbed) line to the
     // OTel Logs API as well as stdout.
     new PinoInstrumentation(),

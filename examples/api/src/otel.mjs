@@ -131,6 +131,12 @@ class _SentryTracePropagator {
   }
 
   extract(ctx, carrier, getter) {
+    // Without the header there is nothing to continue; Sentry's extract would still clone a scope
+    // and make a trace id for every request, which nothing here reads (events take the ids of the
+    // active OpenTelemetry span).
+    if (getter.get(carrier, 'sentry-trace') === undefined) {
+      return ctx;
+    }
     return this._sentry.extract(ctx, carrier, getter);
   }
 

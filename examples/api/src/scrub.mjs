@@ -21,6 +21,9 @@ const _CARD_CANDIDATE = /(?<![\w-])(?:\d[ -]?){12,18}\d(?![\w-])/g;
 // Credentials in URLs: scheme://user:password@host
 const _URL_USERINFO = /(\b[a-z][a-z0-9+.-]*:\/\/)[^/\s:@]+:[^/\s@]+@/gi;
 const _MAX_DEPTH = 12;
+// Preconditions of the patterns above (see scrubText).
+const _BEARER_WORD = /bearer|basic/i;
+const _FOUR_DIGITS = /\d[ -]?\d[ -]?\d[ -]?\d/;
 
 export function isSensitiveKey(key) {
   return _SENSITIVE_KEY.test(key);
@@ -31,13 +34,27 @@ export function scrubText(text) {
     return text;
   }
   // Whole-token patterns first: a card number with spaces or a "Bearer x" would otherwise be cut
-  // in half by the key=value rule, which stops at whitespace.
-  return text
-    .replace(_URL_USERINFO, `$1${FILTERED}@`)
-    .replace(_BEARER, (_match, scheme) => `${scheme} ${FILTERED}`)
-    .replace(_CARD_CANDIDATE, _maskCard)
-    .replace(_EMAIL, FILTERED)
-    .replace(_SENSITIVE_PAIR, (_match, key, sep) => `${key}${sep}${FILTERED}`);
+  // in half by the key=value rule, which stops at whitespace. Each pattern runs only when the
+  // text holds what every match of it needs: most log fields and attributes hold none of it, and
+  // the tests are much cheaper than the replacements (run on every log line and span).
+  let out = text;
+  const at = out.includes('@');
+  if (at) {
+    out = out.replace(_URL_USERINFO, `$1${FILTERED}@`);
+  }
+  if (_BEARER_WORD.test(out)) {
+    out = out.replace(_BEARER, (_match, scheme) => `${scheme} ${FILTERED}`);
+  }
+  if (_FOUR_DIGITS.test(out)) {
+    out = out.replace(_CARD_CANDIDATE, _maskCard);
+  }
+  if (at || out.includes('%40')) {
+    out = out.replace(_EMAIL, FILTERED);
+  }
+  if (out.includes('=') || out.includes(':')) {
+    out = out.replace(_SENSITIVE_PAIR, (_match, key, sep) => `${key}${sep}${FILTERED}`);
+  }
+  return out;
 }
 
 /**

@@ -39,6 +39,7 @@ const app = createApp({
   logger,
   monitor,
   isReady: () => ready,
+  accessLog: config.accessLog,
 });
 
 const server = app.listen(config.port, config.host, () => {

@@ -28,6 +28,8 @@ describe('loadConfig', () => {
     assert.equal(config.otel.tracesEndpoint, undefined);
     assert.equal(config.sentry.dsn, undefined);
     assert.equal(config.sentry.tracesSampleRate, 0);
+    assert.equal(config.accessLog, 'sampled');
+    assert.equal(loadConfig({ ACCESS_LOG: 'ALL' }).accessLog, 'all');
     assert.deepEqual(
       config.monitor.targets.map((t) => [t.name, t.every, t.expect]),
       [
@@ -79,6 +81,7 @@ describe('loadConfig', () => {
       SENTRY_DSN: 'not a dsn',
       OTEL_EXPORTER_OTLP_TRACES_ENDPOINT: 'tempo:4318',
       LOG_LEVEL: 'loud',
+      ACCESS_LOG: 'sometimes',
       MONITOR_TARGETS: 'http://ok/,ftp://x/,http://ok/,http://y/ every=0,http://z/ retries=3',
     });
     const named = (variable) => problems.filter((p) => p.startsWith(`${variable}:`));
@@ -91,6 +94,7 @@ describe('loadConfig', () => {
       'SENTRY_DSN',
       'OTEL_EXPORTER_OTLP_TRACES_ENDPOINT',
       'LOG_LEVEL',
+      'ACCESS_LOG',
     ]) {
       assert.equal(named(variable).length, 1, `${variable} in ${JSON.stringify(problems)}`);
     }
@@ -132,6 +136,7 @@ describe('start-up with a bad environment', () => {
     ['SENTRY_TRACES_SAMPLE_RATE', '2'],
     ['SENTRY_DSN', 'https://sentry.example.com'],
     ['MONITOR_TARGETS', 'not-a-url'],
+    ['ACCESS_LOG', 'errors'],
   ]) {
     it(`exits non-zero naming ${variable}=${value}, before listening`, async () => {
       const { code, stdout, stderr } = await startWith({ [variable]: value });

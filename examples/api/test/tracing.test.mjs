@@ -167,6 +167,34 @@ describe('trace-id join', () => {
     assert.deepEqual(otlp.spans().filter((s) => String(s.attributes['server.port']) === otlpPort), []);
   });
 
+  it('exports one span per request, the server span named by route (no per-layer spans)', async () => {
+    const traceId = 'abcdefabcdefabcdefabcdefabcdef01';
+    await service.request('/inventory/SB-1003', { headers: { traceparent: `00-${traceId}-bbbbbbbbbbbbbbbb-01` } });
+    const span = await waitFor(() => otlp.spans().find((s) => s.traceId === traceId), { message: 'the server span' });
+    assert.equal(span.kind, SERVER);
+    assert.equal(span.name, 'GET /inventory/:sku');
+    assert.equal(span.attributes['http.route'], '/inventory/:sku');
+    // Spans of one request end together and are exported in one batch: give a straggler time.
+    await new Promise((resolve) => setTimeout(resolve, 500));
+    assert.deepEqual(otlp.spans().filter((s) => s.traceId === traceId).map((s) => s.name), ['GET /inventory/:sku']);
+  });
+
+  it('each Sentry event describes its own request (URL, route), never another one', async () => {
+    const [first, second] = await Promise.all([
+      service.request('/error?marker=first'),
+      service.request('/error?kind=handled&marker=second'),
+    ]);
+    const eventOf = (response) =>
+      waitFor(() => sentry.events().find((e) => e.contexts?.trace?.trace_id === response.json.trace_id), {
+        message: 'the event of the request',
+      });
+    const [firstEvent, secondEvent] = await Promise.all([eventOf(first), eventOf(second)]);
+    assert.match(firstEvent.request.url, /\/error\?marker=first$/);
+    assert.match(secondEvent.request.url, /\/error\?kind=handled&marker=second$/);
+    assert.equal(firstEvent.transaction, 'GET /error');
+    assert.equal(secondEvent.transaction, 'GET /error');
+  });
+
   it('scrubs PII from span attributes, Sentry events and logs', async () => {
     const secret = 'hunter2-secret';
     const email = 'ada.lovelace@example.com';
