@@ -10,6 +10,7 @@ Run: ``PORT=8000 python -m bench.bare_fastapi``.
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 from typing import Annotated
@@ -44,6 +45,12 @@ async def error() -> None:
 
 
 def main() -> None:
+    # The same garbage-collector tuning as the sample (app/__main__.py), so that the
+    # comparison measures instrumentation only.
+    gc.collect()
+    gc.freeze()
+    _, second, third = gc.get_threshold()
+    gc.set_threshold(10_000, second, third)
     uvicorn.run(
         app,
         host="127.0.0.1",

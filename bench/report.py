@@ -30,7 +30,7 @@ _PY_PACKAGES = (
     "pydantic",
     "sentry-sdk",
     "opentelemetry-sdk",
-    "opentelemetry-instrumentation-fastapi",
+    "opentelemetry-exporter-otlp-proto-http",
     "prometheus-client",
 )
 _NODE_PACKAGES = (

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 import socket
 import sys
@@ -36,8 +37,25 @@ def main() -> int:
             timeout_graceful_shutdown=10,
         )
     )
+    tune_garbage_collector()
     server.run(sockets=[_listen(settings)])
     return 0
+
+
+def tune_garbage_collector() -> None:
+    """Call once start-up has loaded everything that lives as long as the process.
+
+    ``gc.freeze()`` moves those objects out of the collector's reach, so full collections
+    stop re-walking every module, class and function; a higher first-generation threshold
+    collects the short-lived cycles of requests in fewer, cheaper passes (objects without
+    cycles are freed by reference counting at once, whatever the threshold). Together they
+    took ~20% off the CPU of an instrumented request (bench/, issue #7).
+    https://docs.python.org/3/library/gc.html#gc.freeze
+    """
+    gc.collect()
+    gc.freeze()
+    _, second, third = gc.get_threshold()
+    gc.set_threshold(10_000, second, third)
 
 
 def _listen(settings: Settings) -> socket.socket:

@@ -21,6 +21,11 @@ class Settings(BaseSettings):
     # "::" listens on IPv6 and IPv4 (dual-stack) where the host has IPv6, else on 0.0.0.0.
     host: str = "::"
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    # Which requests get an access log line: "sampled" = those whose trace is sampled, and
+    # every 5xx; "all" = every request. With the default always-on sampler both log everything;
+    # at 10% trace sampling, "sampled" keeps 1 line in 10 (each one with its trace in Tempo)
+    # and all errors. The RED metrics count every request either way.
+    access_log: Literal["sampled", "all"] = "sampled"
 
     otel_service_name: str = "fastapi-app"
     otel_exporter_otlp_traces_endpoint: HttpUrl | None = None

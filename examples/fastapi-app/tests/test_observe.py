@@ -75,3 +75,39 @@ def test_background_errors_are_reported_and_monitored_work_is_traced(
     assert child.parent_span_id == job.span_id and child.trace_id == job.trace_id
     # The error event belongs to the job's trace.
     assert nightly["contexts"]["trace"]["trace_id"] == job.trace_id
+
+
+def _chained_error() -> BaseException:
+    def lookup() -> None:
+        {}["missing"]
+
+    def handle() -> None:
+        try:
+            lookup()
+        except KeyError as error:
+            raise ValueError("lookup failed") from error
+
+    try:
+        try:
+            handle()
+        except ValueError:
+            raise RuntimeError("while handling")  # noqa: B904 - an implicit context on purpose
+    except RuntimeError as error:
+        return error
+    raise AssertionError("unreachable")
+
+
+def test_format_traceback_prints_what_python_prints_without_column_markers() -> None:
+    import re
+    import traceback
+
+    from app.telemetry import format_traceback
+
+    error = _chained_error()
+    ours = format_traceback(error)
+    python = "".join(traceback.format_exception(error))
+    markers = re.compile(r"^\s*[\^~]+\s*$")
+    assert ours.splitlines() == [line for line in python.splitlines() if not markers.match(line)]
+    assert "The above exception was the direct cause" in ours
+    assert "During handling of the above exception" in ours
+    assert '{}["missing"]' in ours  # source lines are kept

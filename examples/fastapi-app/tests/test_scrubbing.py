@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
+from pathlib import Path
 
 import httpx
 import pytest
 from receivers import OtlpReceiver, SentryReceiver, wait_for
-from services import fastapi_app
+from services import FASTAPI_DIR, fastapi_app
 
-from app.scrub import FILTERED, scrub_text, scrub_value
+from app.scrub import FILTERED, scrub_text, scrub_traceback, scrub_value
 
 SECRETS = {
     "password": "hunter2-correct-horse",
@@ -91,3 +94,67 @@ def test_scrub_value_masks_sensitive_keys_recursively() -> None:
         "user": {"password": FILTERED, "name": "ann"},
         "headers": [{"X-Api-Key": FILTERED}],
     }
+
+
+_PYDANTIC_LIKE = """Traceback (most recent call last):
+  File "/srv/app/main.py", line 12, in signup
+    user = User(email=form["email"])
+pydantic_core._pydantic_core.ValidationError: 1 validation error for User
+email
+  Value error, jane.doe@example.com is already registered [input_value='jane.doe@example.com']
+"""
+
+
+def test_scrub_traceback_masks_messages_and_leaves_code_alone() -> None:
+    text = _PYDANTIC_LIKE.replace("line 12", "line 4111111111111111")  # not data: a frame line
+    scrubbed = scrub_traceback(text)
+    assert "jane.doe@example.com" not in scrubbed
+    assert '  File "/srv/app/main.py", line 4111111111111111, in signup\n' in scrubbed
+    assert '    user = User(email=form["email"])\n' in scrubbed
+    assert scrubbed.count(FILTERED) == 2
+
+
+def test_scrub_traceback_scrubs_every_link_of_a_chain() -> None:
+    text = (
+        'Traceback (most recent call last):\n  File "a.py", line 1, in f\n    g()\n'
+        "KeyError: 'token=abc123'\n\nThe above exception was the direct cause of the following"
+        ' exception:\n\nTraceback (most recent call last):\n  File "b.py", line 2, in h\n'
+        "    f()\nValueError: card 4111 1111 1111 1111 declined\n"
+    )
+    scrubbed = scrub_traceback(text)
+    assert "abc123" not in scrubbed and "4111 1111" not in scrubbed
+    assert scrubbed.count('  File "') == 2
+
+
+def test_exception_logs_are_formatted_once_and_scrubbed(tmp_path: Path) -> None:
+    """A logged exception whose message holds an email: the JSON line keeps the traceback and
+    the exception's type, without the email."""
+    script = tmp_path / "log_exception.py"
+    script.write_text(
+        "import logging\n"
+        "from app.settings import load_settings\n"
+        "from app import telemetry\n"
+        "telemetry.setup(load_settings())\n"
+        "def signup(email):\n"
+        "    raise ValueError(f'{email} is already registered')\n"
+        "try:\n"
+        "    signup('jane.doe' + '@example.com')\n"
+        "except ValueError:\n"
+        "    logging.getLogger('app').exception('signup failed')\n"
+    )
+    done = subprocess.run(
+        [sys.executable, str(script)],
+        cwd=FASTAPI_DIR,
+        env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(FASTAPI_DIR)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    (line,) = [json.loads(x) for x in done.stdout.splitlines() if '"signup failed"' in x]
+    assert "jane.doe@example.com" not in done.stdout
+    assert line["exception.type"] == "ValueError"
+    assert line["exception.message"] == f"{FILTERED} is already registered"
+    assert line["exc_info"].startswith("Traceback (most recent call last):\n")
+    assert "in signup\n    raise ValueError(" in line["exc_info"]
+    assert "^^^" not in line["exc_info"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import statistics
 import subprocess
 import sys
@@ -77,6 +78,7 @@ def test_info_reports_which_signals_are_on(tmp_path: object) -> None:
         ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "tempo:4318"),
         ("DOWNSTREAM_TIMEOUT_SECONDS", "0"),
         ("LOG_LEVEL", "LOUD"),
+        ("ACCESS_LOG", "some"),
     ],
 )
 def test_bad_configuration_stops_start_up_naming_the_variable(variable: str, value: str) -> None:
@@ -163,6 +165,69 @@ def test_ignored_errors_are_not_sent(sentry: SentryReceiver) -> None:
         wait_for(lambda: sentry.events(), message="the ConnectError event")
     types = {e["exception"]["values"][-1]["type"] for e in sentry.events()}
     assert types == {"ConnectError"}
+
+
+def _access_lines(output: str) -> list[dict[str, object]]:
+    lines = [json.loads(line) for line in output.splitlines() if line.startswith("{")]
+    return [line for line in lines if line.get("logger") == "app.access"]
+
+
+@pytest.mark.parametrize(
+    ("sampler", "access_log", "logged_routes"),
+    [
+        # Default policy: a line for each sampled request, and for every 5xx.
+        ("always_off", "sampled", {"/error"}),
+        ("always_on", "sampled", {"/hello", "/error"}),
+        ("always_off", "all", {"/hello", "/error"}),
+    ],
+)
+def test_access_log_follows_the_trace_sampling_decision(
+    sampler: str, access_log: str, logged_routes: set[str]
+) -> None:
+    env = {"OTEL_TRACES_SAMPLER": sampler, "ACCESS_LOG": access_log}
+    with fastapi_app(env) as app:
+        for _ in range(3):
+            assert httpx.get(f"{app.url}/hello").status_code == 200
+        assert httpx.get(f"{app.url}/error").status_code == 500
+        metrics = httpx.get(app.url + "/metrics").text
+        output = app.output()
+    lines = _access_lines(output)
+    assert {line["http_route"] for line in lines} == logged_routes
+    assert len(lines) == (4 if "/hello" in logged_routes else 1)
+    # Metrics count every request whatever is logged.
+    assert 'http_server_requests_total{method="GET",route="/hello",status_class="2xx"} 3.0' in (
+        metrics
+    )
+
+
+def test_sentry_events_carry_their_own_request_only(sentry: SentryReceiver) -> None:
+    """Each event has the request it was captured in (method, URL, route as transaction, user)
+    and only that request's breadcrumbs, even with requests served concurrently."""
+    with fastapi_app({"SENTRY_DSN": sentry.dsn}) as app, httpx.Client(timeout=10) as client:
+        slow = _in_background(lambda: client.get(f"{app.url}/slow", params={"ms": 500}))
+        first = client.get(
+            f"{app.url}/error",
+            params={"kind": "handled"},
+            headers={"X-User-Id": "u-1", "X-Forwarded-For": "203.0.113.9"},
+        )
+        second = client.get(f"{app.url}/error", headers={"X-User-Id": "u-2"})
+        assert slow.result(timeout=10).status_code == 200
+        events = wait_for(lambda: len(sentry.events()) >= 2 and sentry.events(), message="2")
+    by_user = {event["user"]["id"]: event for event in events}
+    assert set(by_user) == {"u-1", "u-2"}
+    for user, response in (("u-1", first), ("u-2", second)):
+        event = by_user[user]
+        assert event["contexts"]["trace"]["trace_id"] == response.json()["trace_id"]
+        assert event["transaction"] == "/error"
+        assert event["request"]["method"] == "GET"
+        assert event["request"]["url"] == f"{app.url}/error"
+        crumbs = [
+            c for c in event.get("breadcrumbs", {}).get("values", []) if c["category"] == "demo"
+        ]
+        assert len(crumbs) == 1, crumbs  # the other request's breadcrumb stays out
+    assert by_user["u-1"]["request"]["query_string"] == "kind=handled"
+    assert by_user["u-1"]["request"]["headers"]["x-forwarded-for"] == "[Filtered]"
+    assert "203.0.113.9" not in json.dumps(events)
 
 
 def _in_background(call):  # type: ignore[no-untyped-def]
