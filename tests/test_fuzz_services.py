@@ -22,6 +22,7 @@ import json
 import re
 import shlex
 import string
+import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -258,8 +259,11 @@ def _assert_clean_output(
     expected ones."""
     assert service.process.poll() is None, service.output()[-3000:]
     assert httpx.get(f"{service.url}/health", timeout=5).status_code == 200
+    time.sleep(0.2)  # the FastAPI service writes stdout in batches every 20 ms
+    output = service.output()
+    complete = output[: output.rfind("\n") + 1]  # a line being written is read next time
     stray = []
-    for line in service.output().splitlines():
+    for line in complete.splitlines():
         if not line.strip():
             continue
         try:

@@ -24,6 +24,7 @@ counted in ``telemetry_dropped_total{signal}``, and no request ever waits for it
 
 from __future__ import annotations
 
+import collections
 import linecache
 import logging
 import os
@@ -58,7 +59,7 @@ from prometheus_client.core import CounterMetricFamily
 from prometheus_client.registry import Collector
 from pythonjsonlogger.json import JsonFormatter
 from sentry_sdk.consts import EndpointType
-from sentry_sdk.integrations.logging import LoggingIntegration, ignore_logger
+from sentry_sdk.integrations.logging import BreadcrumbHandler, LoggingIntegration
 from sentry_sdk.integrations.modules import ModulesIntegration
 from sentry_sdk.integrations.otlp import OTLPIntegration, SentryOTLPPropagator
 from sentry_sdk.scrubber import DEFAULT_DENYLIST, DEFAULT_PII_DENYLIST, EventScrubber
@@ -154,7 +155,7 @@ def setup(settings: Settings, registry: CollectorRegistry = REGISTRY) -> Telemet
         registry.register(dropped)
         self_metrics = MeterProvider(metric_readers=[dropped.reader], resource=resource)
 
-        logger_provider = _setup_logging(settings, resource, self_metrics)
+        logger_provider = _setup_logging(settings, resource, self_metrics, dropped)
         sentry_on = _setup_sentry(settings, dropped)
         tracer_provider = _setup_tracing(settings, resource, self_metrics, sentry_on)
         HTTPXClientInstrumentor().instrument(tracer_provider=tracer_provider)
@@ -444,17 +445,22 @@ def _setup_sentry(settings: Settings, dropped: _DroppedTelemetry) -> bool:
                 setup_propagator=False,
                 capture_exceptions=False,
             ),
-            # Log records become breadcrumbs; errors are captured explicitly, not from logs,
-            # so one failure is one Sentry event.
-            LoggingIntegration(level=logging.INFO, event_level=None),
         ],
-        # The installed-package list (~100 entries) in every event doubled its size and
-        # serialisation cost; the release names the build, whose packages are locked.
-        disabled_integrations=[ModulesIntegration()],
+        disabled_integrations=[
+            # The installed-package list (~100 entries) in every event doubled its size and
+            # serialisation cost; the release names the build, whose packages are locked.
+            ModulesIntegration(),
+            # Replaced by the breadcrumb handler below: the integration patches every logging
+            # call and matches each record against its ignore list (~10 us a line).
+            LoggingIntegration(),
+        ],
     )
-    # The access line is written after the response, when any event has been sent already:
-    # as a breadcrumb it could only ever be thrown away.
-    ignore_logger("app.access")
+    # Log records become breadcrumbs; errors are captured explicitly, not from logs, so one
+    # failure is one Sentry event. The access line is written after the response, when any
+    # event has been sent already: as a breadcrumb it could only ever be thrown away.
+    breadcrumbs = BreadcrumbHandler(level=logging.INFO)
+    breadcrumbs.addFilter(_NotFrom("app.access", "sentry_sdk", "opentelemetry", "urllib3"))
+    logging.getLogger().addHandler(breadcrumbs)
     sentry_sdk.get_global_scope().add_event_processor(_add_request_context)
     sentry_sdk.get_global_scope().add_event_processor(_add_source_context)
     if settings.sentry_profiles_sample_rate > 0:
@@ -622,7 +628,10 @@ def _counting_transport(dropped: _DroppedTelemetry) -> type[HttpTransport]:
 
 
 def _setup_logging(
-    settings: Settings, resource: Resource, self_metrics: MeterProvider
+    settings: Settings,
+    resource: Resource,
+    self_metrics: MeterProvider,
+    dropped: _DroppedTelemetry,
 ) -> LoggerProvider | None:
     root = logging.getLogger()
     root.setLevel(settings.log_level)
@@ -630,7 +639,7 @@ def _setup_logging(
         root.removeHandler(handler)
 
     context = _LogContextFilter(settings.otel_service_name)
-    stdout = logging.StreamHandler(sys.stdout)
+    stdout = _StdoutHandler(sys.stdout, dropped)
     stdout.setFormatter(_JsonLineFormatter())
     stdout.addFilter(context)
     root.addHandler(stdout)
@@ -664,6 +673,68 @@ def _setup_logging(
     otlp_handler.addFilter(_NotFrom("opentelemetry", "sentry_sdk", "urllib3", "httpcore"))
     root.addHandler(otlp_handler)
     return provider
+
+
+class _StdoutHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """JSON lines to stdout, written by a background thread in batches every 20 ms.
+
+    A write per line was a system call per request (~25 us here), and a stdout whose reader
+    stalls (a full pipe to a log collector) would block the event loop. Lines wait in a
+    bounded buffer instead; when it is full they are dropped and counted
+    (``telemetry_dropped_total{signal="logs",reason="stdout_buffer_full"}``). Closing the
+    handler (shutdown, interpreter exit) writes what is left and goes on synchronously.
+    """
+
+    _INTERVAL_SECONDS = 0.02
+    _MAX_LINES = 10_000
+
+    def __init__(self, stream: Any, dropped: _DroppedTelemetry) -> None:
+        super().__init__(stream)
+        self._dropped = dropped
+        self._lines: collections.deque[str] = collections.deque()
+        self._write_lock = threading.Lock()
+        self._stopped = threading.Event()
+        self._writer = threading.Thread(target=self._run, name="stdout-writer", daemon=True)
+        self._writer.start()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            line = self.format(record)
+        except Exception:
+            self.handleError(record)
+            return
+        if self._stopped.is_set():
+            with self._write_lock:
+                self._write([line])
+        elif len(self._lines) >= self._MAX_LINES:
+            self._dropped.add("logs", "stdout_buffer_full")
+        else:
+            self._lines.append(line)  # deque.append is atomic: no lock on the request path
+
+    def flush(self) -> None:
+        with self._write_lock:  # one writer at a time keeps the lines in order
+            lines = []
+            while self._lines:
+                lines.append(self._lines.popleft())
+            if lines:
+                self._write(lines)
+
+    def close(self) -> None:
+        self._stopped.set()
+        self._writer.join(1.0)
+        self.flush()
+        super().close()
+
+    def _run(self) -> None:
+        while not self._stopped.wait(self._INTERVAL_SECONDS):
+            self.flush()
+
+    def _write(self, lines: list[str]) -> None:
+        try:
+            self.stream.write("\n".join(lines) + "\n")
+            self.stream.flush()
+        except (OSError, ValueError):  # stdout closed or broken: nothing to tell anyone
+            self._dropped.add("logs", "stdout_error", len(lines))
 
 
 class _JsonLineFormatter(JsonFormatter):

@@ -75,14 +75,13 @@ def test_chain_maps_downstream_failures(
         closed_port = free_port()
         with fastapi_app({**env, "DOWNSTREAM_URL": f"http://127.0.0.1:{closed_port}"}) as app:
             response = httpx.get(f"{app.url}/chain", timeout=10)
-            output = app.output()
     else:
         with (
             InventoryStub(downstream_status, hang) as downstream,
             fastapi_app({**env, "DOWNSTREAM_URL": downstream.url}) as app,
         ):
             response = httpx.get(f"{app.url}/chain", timeout=10)
-            output = app.output()
+    output = app.output()  # complete once the service has stopped (stdout is batched)
 
     assert response.status_code == expected, response.text
     body = response.json()

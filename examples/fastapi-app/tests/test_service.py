@@ -190,8 +190,7 @@ def test_access_log_follows_the_trace_sampling_decision(
             assert httpx.get(f"{app.url}/hello").status_code == 200
         assert httpx.get(f"{app.url}/error").status_code == 500
         metrics = httpx.get(app.url + "/metrics").text
-        output = app.output()
-    lines = _access_lines(output)
+    lines = _access_lines(app.output())  # complete once stopped (stdout is batched)
     assert {line["http_route"] for line in lines} == logged_routes
     assert len(lines) == (4 if "/hello" in logged_routes else 1)
     # Metrics count every request whatever is logged.

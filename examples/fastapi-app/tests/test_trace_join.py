@@ -104,7 +104,7 @@ def test_error_shares_one_trace_id_across_all_signals(
         assert event["release"] == "fastapi-app@test"
 
         # The JSON log line on stdout carries it too (what `docker logs` shows).
-        assert f'"trace_id": "{trace_id}"' in app.output()
+        wait_for(lambda: f'"trace_id": "{trace_id}"' in app.output(), message="the stdout line")
 
 
 def test_each_request_gets_its_own_trace_id(telemetry_env: dict[str, str]) -> None:
