@@ -1,11 +1,12 @@
 // The HTTP API: the monitor's view (/targets), a small inventory the FastAPI service's /chain route
 // calls, a deliberate error, and the operational endpoints (/health, /ready, /metrics).
 
-import { TraceFlags, context, isSpanContextValid, trace } from '@opentelemetry/api';
+import { context, trace } from '@opentelemetry/api';
 import * as Sentry from '@sentry/node';
 import express from 'express';
 
-import { exemplarFor, httpDuration, httpRequests, renderMetrics } from './metrics.mjs';
+import { renderMetrics } from './metrics.mjs';
+import { requestTelemetry } from './request-telemetry.mjs';
 import { scrubText } from './scrub.mjs';
 import { withRequestScope } from './sentry.mjs';
 
@@ -17,9 +18,6 @@ const _CATALOG = new Map([
   ['SB-1005', { name: 'Lever frame', in_stock: 1 }],
 ]);
 const _SKU = /^[A-Za-z0-9-]{1,32}$/;
-const _METHODS = new Set(['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE', 'OPTIONS', 'TRACE', 'CONNECT']);
-// Operational endpoints are logged at debug level: scrapes and probes would drown real traffic.
-const _QUIET_ROUTES = new Set(['/health', '/ready', '/metrics']);
 const _ERROR_KINDS = new Set(['unhandled', 'handled']);
 
 class DeliberateError extends Error {
@@ -42,7 +40,7 @@ export function createApp({ service, logger, monitor, isReady, accessLog = 'samp
   const app = express();
   app.disable('x-powered-by');
   app.set('etag', false);
-  app.use(_observe(logger, accessLog));
+  app.use(requestTelemetry({ logger, accessLog }));
 
   app.get('/', (_req, res) => {
     res.json({
@@ -126,6 +124,12 @@ export function createApp({ service, logger, monitor, isReady, accessLog = 'samp
     const status = _clientStatus(error) ?? 500;
     if (status >= 500) {
       logger.error({ err: error, sentry_event_id: res.sentry }, 'request failed');
+      const span = trace.getActiveSpan();
+      if (span?.isRecording()) {
+        // The exception event on the server span (scrubbed by the exporter, like the log line).
+        span.recordException(error);
+        res.locals.errorType = error?.name ?? 'Error';
+      }
     }
     if (res.headersSent) {
       res.destroy();
@@ -157,60 +161,4 @@ function _errorBody(error, message, sentryEventId) {
 function _clientStatus(error) {
   const status = error?.status ?? error?.statusCode;
   return Number.isInteger(status) && status >= 400 && status < 500 ? status : undefined;
-}
-
-// RED metrics with exemplars for every request, and an access log line per request as
-// ACCESS_LOG says (see _accessLogged).
-function _observe(logger, accessLog) {
-  return function observe(req, res, next) {
-    const started = process.hrtime.bigint();
-    const active = context.active();
-    const spanContext = trace.getSpan(active)?.spanContext();
-    res.on('close', () => {
-      const seconds = Number(process.hrtime.bigint() - started) / 1e9;
-      // A client that hung up before the response finished: nginx's 499.
-      const status = res.writableFinished ? res.statusCode : 499;
-      const route = req.route ? `${req.baseUrl}${_routePath(req.route.path)}` : '<unmatched>';
-      const labels = {
-        method: _METHODS.has(req.method) ? req.method : '_OTHER',
-        route,
-        status_class: `${Math.floor(status / 100)}xx`,
-      };
-      httpRequests.inc(labels);
-      httpDuration.observe({ labels, value: seconds, exemplarLabels: exemplarFor(spanContext) });
-      if (!_accessLogged(accessLog, spanContext, status)) {
-        return;
-      }
-      const fields = {
-        method: labels.method,
-        route,
-        path: scrubText(req.originalUrl.split('?', 1)[0]).slice(0, 256),
-        status,
-        duration_ms: Math.round(seconds * 1000),
-      };
-      // In the request's context, so the line carries its trace and span id.
-      context.with(active, () => {
-        if (_QUIET_ROUTES.has(route)) {
-          logger.debug(fields, 'request');
-        } else {
-          logger.info(fields, 'request');
-        }
-      });
-    });
-    next();
-  };
-}
-
-// With `sampled`, a line whose trace was not kept would lead nowhere in Tempo and costs as much
-// as the request itself; errors are always worth a line. A request that was never traced
-// (health checks, no tracing at all) had no sampling decision, so it is logged.
-function _accessLogged(accessLog, spanContext, status) {
-  if (accessLog === 'all' || status >= 500 || !spanContext || !isSpanContextValid(spanContext)) {
-    return true;
-  }
-  return (spanContext.traceFlags & TraceFlags.SAMPLED) === TraceFlags.SAMPLED;
-}
-
-function _routePath(path) {
-  return typeof path === 'string' ? path : String(path);
 }

@@ -19,21 +19,18 @@ register('import-in-the-middle/hook.mjs', import.meta.url, registerOptions);
 
 const { registerInstrumentations } = await import('@opentelemetry/instrumentation');
 const { HttpInstrumentation } = await import('@opentelemetry/instrumentation-http');
-const { ExpressInstrumentation, ExpressLayerType } = await import('@opentelemetry/instrumentation-express');
 const { PinoInstrumentation } = await import('@opentelemetry/instrumentation-pino');
-const { ignoredIncomingRequest, ignoredOutgoingRequest } = await import('./tracing-filters.mjs');
+const { ignoredOutgoingRequest } = await import('./tracing-filters.mjs');
 
 registerInstrumentations({
   instrumentations: [
+    // Outgoing requests only (the probes' client spans, traceparent and sentry-trace injection).
+    // Server spans come from the app's own middleware (src/request-telemetry.mjs): the incoming
+    // side of this instrumentation, with the Express instrumentation for the route, cost more per
+    // request than the rest of the telemetry together, sampled or not.
     new HttpInstrumentation({
-      ignoreIncomingRequestHook: ignoredIncomingRequest,
+      disableIncomingRequestInstrumentation: true,
       ignoreOutgoingRequestHook: ignoredOutgoingRequest(config),
-    }),
-    // Only for the route template (`http.route`, the server span's name): a span per Express
-    // layer (middleware, router, handler) tripled the spans per request and showed nothing the
-    // server span does not.
-    new ExpressInstrumentation({
-      ignoreLayersType: [ExpressLayerType.MIDDLEWARE, ExpressLayerType.ROUTER, ExpressLayerType.REQUEST_HANDLER],
     }),
     // Adds trace_id/span_id to every pino line and sends the (already scrubbed) line to the
     // OTel Logs API as well as stdout.

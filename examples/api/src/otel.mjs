@@ -28,7 +28,7 @@ import { ATTR_SERVICE_NAME, ATTR_SERVICE_VERSION } from '@opentelemetry/semantic
 import { SentryPropagator } from '@sentry/opentelemetry';
 
 import { countDropped, enableExemplars } from './metrics.mjs';
-import { FILTERED, isSensitiveKey, scrubText } from './scrub.mjs';
+import { FILTERED, isSensitiveKey, scrubStack, scrubText } from './scrub.mjs';
 
 const _MAX_EXPORT_BATCH = 512;
 
@@ -312,7 +312,7 @@ function _scrubAttributes(attributes) {
     if (isSensitiveKey(key) && value !== undefined && value !== '') {
       out[key] = FILTERED;
     } else if (typeof value === 'string') {
-      out[key] = scrubText(value);
+      out[key] = key === 'exception.stacktrace' ? scrubStack(value) : scrubText(value);
     } else if (Array.isArray(value)) {
       out[key] = value.map((item) => (typeof item === 'string' ? scrubText(item) : item));
     } else {

@@ -24,6 +24,8 @@ const _MAX_DEPTH = 12;
 // Preconditions of the patterns above (see scrubText).
 const _BEARER_WORD = /bearer|basic/i;
 const _FOUR_DIGITS = /\d[ -]?\d[ -]?\d[ -]?\d/;
+// A V8 stack frame line: `    at fn (file:line:col)`.
+const _FRAME_LINE = /^\s+at /;
 
 export function isSensitiveKey(key) {
   return _SENSITIVE_KEY.test(key);
@@ -58,6 +60,37 @@ export function scrubText(text) {
 }
 
 /**
+ * Scrubs a formatted stack (`Error.stack`): the message lines, which may quote data (and may
+ * span several lines), are scrubbed like free text; the `    at ...` frame lines are code
+ * locations, not data, and are kept as they are. Frame lines are most of a stack, full of the
+ * `:` and `@` that make every pattern run, so this is several times cheaper than scrubText on the
+ * whole string.
+ */
+export function scrubStack(stack) {
+  if (typeof stack !== 'string' || stack === '') {
+    return stack;
+  }
+  const lines = stack.split('\n');
+  const out = [];
+  let text = [];
+  for (const line of lines) {
+    if (_FRAME_LINE.test(line)) {
+      if (text.length > 0) {
+        out.push(scrubText(text.join('\n')));
+        text = [];
+      }
+      out.push(line);
+    } else {
+      text.push(line);
+    }
+  }
+  if (text.length > 0) {
+    out.push(scrubText(text.join('\n')));
+  }
+  return out.join('\n');
+}
+
+/**
  * Returns a scrubbed copy of `value` found under `key`, recursing into arrays and plain objects.
  * Other objects (class instances, buffers) are returned unchanged.
  */
@@ -66,7 +99,7 @@ export function scrubValue(key, value, depth = 0) {
     return FILTERED;
   }
   if (typeof value === 'string') {
-    return scrubText(value);
+    return key === 'stack' ? scrubStack(value) : scrubText(value);
   }
   if (depth >= _MAX_DEPTH || value === null || typeof value !== 'object') {
     return value;
@@ -93,13 +126,46 @@ const _EVENT_KEYS_KEPT = new Set(['modules', 'sdk', 'debug_meta', 'event_id', 't
 export function scrubSentryEvent(event) {
   const out = {};
   for (const [key, value] of Object.entries(event)) {
-    out[key] = _EVENT_KEYS_KEPT.has(key) ? value : scrubValue(key, value);
+    if (_EVENT_KEYS_KEPT.has(key)) {
+      out[key] = value;
+    } else if (key === 'exception') {
+      out[key] = _scrubException(value);
+    } else {
+      out[key] = scrubValue(key, value);
+    }
   }
   if (out.user) {
     const { ip_address: _ip, email: _email, ...user } = out.user;
     out.user = user;
   }
   return out;
+}
+
+// Stack frames are code (file names, functions, source lines), not data, and are most of an
+// event: they are kept, except captured local variables. Messages and mechanism data are
+// scrubbed.
+function _scrubException(exception) {
+  if (!exception || !Array.isArray(exception.values)) {
+    return scrubValue('exception', exception);
+  }
+  return {
+    ...exception,
+    values: exception.values.map((value) => {
+      const { stacktrace, ...rest } = value;
+      const out = scrubValue('', rest);
+      if (stacktrace) {
+        out.stacktrace = Array.isArray(stacktrace.frames)
+          ? {
+              ...stacktrace,
+              frames: stacktrace.frames.map((frame) =>
+                frame?.vars ? { ...frame, vars: scrubValue('', frame.vars) } : frame,
+              ),
+            }
+          : stacktrace;
+      }
+      return out;
+    }),
+  };
 }
 
 /** Sentry `beforeBreadcrumb` hook. */

@@ -44,7 +44,12 @@ export function initSentry(config) {
       // instrumented request, while Sentry is here for errors only (spans and propagation belong
       // to OpenTelemetry). An error gets its own scope when it happens (withRequestScope) and is
       // captured by expressErrorHandler (app.mjs).
-      ...defaults.filter((integration) => !['Dedupe', 'Http', 'Express'].includes(integration.name)),
+      // Context and ContextLines are replaced by cheaper versions of themselves (see below).
+      ...defaults.filter(
+        (integration) => !['Dedupe', 'Http', 'Express', 'Context', 'ContextLines'].includes(integration.name),
+      ),
+      ..._cheapContextIntegrations(),
+      _inAppContextLinesIntegration(),
       Sentry.openTelemetryIntegration(),
     ],
     // Its only users were the integrations removed above; it also hooks every module compile.
@@ -57,6 +62,55 @@ export function initSentry(config) {
       httpModule: _httpModuleWithTimeout(sentry.timeoutMs),
     },
   });
+}
+
+// The default Context integration refreshes the app's memory figures for every event with
+// process.memoryUsage() (walks every heap space) and process.availableMemory() (reads cgroup
+// files): a sixth of the CPU of a captured error. The static contexts stay; the app context
+// keeps its start time (memory is on /metrics: process_resident_memory_bytes).
+function _cheapContextIntegrations() {
+  const appStartTime = new Date(Date.now() - process.uptime() * 1000).toISOString();
+  return [
+    Sentry.nodeContextIntegration({ app: false, device: { cpu: true, memory: false } }),
+    {
+      name: 'AppContext',
+      processEvent(event) {
+        event.contexts = {
+          ...event.contexts,
+          app: { app_start_time: appStartTime, ...event.contexts?.app },
+        };
+        return event;
+      },
+    },
+  ];
+}
+
+// Source lines only for the application's own frames (in_app: not node_modules, not node:).
+// Sentry's ContextLines has no such option and adds them to every frame; a library's source is
+// the same in every event and costs a lookup per frame. Hand-written because the SDK offers no
+// frame filter: the integration is given the in-app frames only, then the full list is restored.
+function _inAppContextLinesIntegration() {
+  const inner = Sentry.contextLinesIntegration();
+  return {
+    name: 'ContextLines',
+    async processEvent(event, hint, client) {
+      const restore = [];
+      for (const exception of event.exception?.values ?? []) {
+        const stacktrace = exception.stacktrace;
+        if (Array.isArray(stacktrace?.frames)) {
+          restore.push([stacktrace, stacktrace.frames]);
+          stacktrace.frames = stacktrace.frames.filter((frame) => frame.in_app !== false);
+        }
+      }
+      try {
+        return await inner.processEvent(event, hint, client);
+      } finally {
+        for (const [stacktrace, frames] of restore) {
+          stacktrace.frames = frames;
+        }
+      }
+    },
+  };
 }
 
 /**

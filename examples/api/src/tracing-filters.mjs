@@ -3,10 +3,10 @@
 // Health checks and scrapes arrive every few seconds and would bury real traffic in Tempo.
 const _UNTRACED_PATHS = new Set(['/health', '/ready', '/metrics']);
 
-/** HttpInstrumentation ignoreIncomingRequestHook. */
-export function ignoredIncomingRequest(request) {
-  const path = (request.url ?? '').split('?', 1)[0];
-  return _UNTRACED_PATHS.has(path);
+/** True for a request target (`/path?query`) that gets no span. */
+export function isUntracedPath(url) {
+  const queryAt = url.indexOf('?');
+  return _UNTRACED_PATHS.has(queryAt === -1 ? url : url.slice(0, queryAt));
 }
 
 /**

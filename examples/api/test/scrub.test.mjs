@@ -5,7 +5,7 @@ import { Writable } from 'node:stream';
 import { describe, it } from 'node:test';
 
 import { createLogger } from '../src/logger.mjs';
-import { FILTERED, scrubSentryEvent, scrubText, scrubValue } from '../src/scrub.mjs';
+import { FILTERED, scrubSentryEvent, scrubStack, scrubText, scrubValue } from '../src/scrub.mjs';
 
 describe('scrubText', () => {
   it('masks emails, also URL-encoded', () => {
@@ -62,6 +62,65 @@ describe('scrubSentryEvent', () => {
     assert.equal(event.request.headers['user-agent'], 'curl');
     assert.deepEqual(event.user, { id: '7' });
     assert.deepEqual(event.modules, { cookie: '0.7.2', 'js-tokens': '4.0.0' });
+  });
+});
+
+describe('scrubStack', () => {
+  it('masks the message, over all its lines, and keeps the frame lines as they are', () => {
+    const frames = [
+      '    at charge (file:///srv/app/src/pay.mjs:12:9)',
+      '    at Layer.handle (/srv/app/node_modules/router/lib/layer.js:152:17)',
+    ];
+    const stack = [
+      'Error: charge 4111 1111 1111 1111 failed',
+      'for ada@example.com with token=abc',
+      ...frames,
+      'Caused by: Error: Bearer abc.def refused',
+      '    at retry (file:///srv/app/src/pay.mjs:30:5)',
+    ].join('\n');
+    const lines = scrubStack(stack).split('\n');
+    assert.equal(lines[0], `Error: charge ${FILTERED} failed`);
+    assert.equal(lines[1], `for ${FILTERED} with token=${FILTERED}`);
+    assert.deepEqual(lines.slice(2, 4), frames);
+    assert.equal(lines[4], `Caused by: Error: Bearer ${FILTERED} refused`);
+    assert.equal(lines[5], '    at retry (file:///srv/app/src/pay.mjs:30:5)');
+  });
+
+  it('is what scrubValue applies to a `stack` field', () => {
+    const error = new Error('user ada@example.com');
+    const stack = scrubValue('', { stack: error.stack }).stack;
+    assert.equal(stack.split('\n')[0], `Error: user ${FILTERED}`);
+    assert.deepEqual(stack.split('\n').slice(1), error.stack.split('\n').slice(1));
+  });
+});
+
+describe('scrubSentryEvent: exceptions', () => {
+  it('scrubs exception messages and local variables, and keeps stack frames (code, not data)', () => {
+    const frame = {
+      filename: '/srv/app/node_modules/cookie/index.js',
+      function: 'parseSession',
+      context_line: "  const token = header.split('=')[1];",
+      pre_context: ['// session=abc is the cookie format'],
+      in_app: false,
+    };
+    const event = scrubSentryEvent({
+      exception: {
+        values: [
+          {
+            type: 'Error',
+            value: 'login failed for ada@example.com',
+            mechanism: { type: 'express', handled: false, data: { password: 'hunter2' } },
+            stacktrace: { frames: [frame, { ...frame, in_app: true, vars: { password: 'hunter2', n: 1 } }] },
+          },
+        ],
+      },
+    });
+    const [value] = event.exception.values;
+    assert.equal(value.value, `login failed for ${FILTERED}`);
+    assert.equal(value.mechanism.data.password, FILTERED);
+    assert.equal(value.stacktrace.frames[0], frame);
+    assert.equal(value.stacktrace.frames[1].context_line, frame.context_line);
+    assert.deepEqual(value.stacktrace.frames[1].vars, { password: FILTERED, n: 1 });
   });
 });
 

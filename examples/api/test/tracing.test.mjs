@@ -179,6 +179,83 @@ describe('trace-id join', () => {
     assert.deepEqual(otlp.spans().filter((s) => s.traceId === traceId).map((s) => s.name), ['GET /inventory/:sku']);
   });
 
+  it('a recorded server span has the stable HTTP attributes, and a 5xx its exception as a span event', async () => {
+    const traceId = 'c0ffee00c0ffee00c0ffee00c0ffee00';
+    await service.request('/error?marker=attrs', {
+      headers: { traceparent: `00-${traceId}-bbbbbbbbbbbbbbbb-01`, 'user-agent': 'signalbox-test/1' },
+    });
+    const span = await waitFor(() => otlp.spans().find((s) => s.traceId === traceId && s.kind === SERVER), {
+      message: 'the /error server span',
+    });
+    assert.equal(span.name, 'GET /error');
+    assert.deepEqual(
+      {
+        method: span.attributes['http.request.method'],
+        scheme: span.attributes['url.scheme'],
+        path: span.attributes['url.path'],
+        query: span.attributes['url.query'],
+        address: span.attributes['server.address'],
+        port: span.attributes['server.port'],
+        protocol: span.attributes['network.protocol.version'],
+        userAgent: span.attributes['user_agent.original'],
+        route: span.attributes['http.route'],
+        status: span.attributes['http.response.status_code'],
+        errorType: span.attributes['error.type'],
+      },
+      {
+        method: 'GET',
+        scheme: 'http',
+        path: '/error',
+        query: 'marker=attrs',
+        address: '127.0.0.1',
+        port: service.port,
+        protocol: '1.1',
+        userAgent: 'signalbox-test/1',
+        route: '/error',
+        status: 500,
+        errorType: 'DeliberateError',
+      },
+    );
+    assert.equal(span.status.code, 2); // ERROR
+    const exception = span.events.find((e) => e.name === 'exception');
+    assert.equal(exception?.attributes['exception.type'], 'DeliberateError');
+    assert.match(exception.attributes['exception.stacktrace'], /^DeliberateError: deliberate error[^]*\n {4}at /);
+  });
+
+  it('no span for /health, /ready and /metrics; an unmatched path gets a span without a route', async () => {
+    const quiet = 'dddddddddddddddddddddddddddddd01';
+    const unmatched = 'dddddddddddddddddddddddddddddd02';
+    for (const path of ['/health', '/ready', '/metrics']) {
+      await service.request(path, { headers: { traceparent: `00-${quiet}-bbbbbbbbbbbbbbbb-01` } });
+    }
+    const response = await service.request('/no/such/route', {
+      headers: { traceparent: `00-${unmatched}-bbbbbbbbbbbbbbbb-01` },
+    });
+    assert.equal(response.status, 404);
+    const span = await waitFor(() => otlp.spans().find((s) => s.traceId === unmatched), { message: 'the 404 span' });
+    assert.equal(span.name, 'GET');
+    assert.equal(span.attributes['http.route'], undefined);
+    assert.equal(span.attributes['http.response.status_code'], 404);
+    assert.equal(span.status.code ?? 0, 0);
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    assert.deepEqual(otlp.spans().filter((s) => s.traceId === quiet), []);
+  });
+
+  it('Sentry events carry source lines for the application frames only, and the app context', async () => {
+    const { json } = await service.request('/error?marker=frames');
+    const event = await waitFor(() => sentry.events().find((e) => e.contexts?.trace?.trace_id === json.trace_id), {
+      message: 'the event',
+    });
+    const frames = event.exception.values[0].stacktrace.frames;
+    const own = frames.find((f) => f.in_app && /src\/app\.mjs$/.test(f.filename ?? ''));
+    assert.match(own?.context_line ?? '', /throw new DeliberateError/);
+    const library = frames.filter((f) => (f.filename ?? '').includes('/node_modules/'));
+    assert.ok(library.length > 0, 'the stack has library frames');
+    assert.deepEqual(library.filter((f) => f.context_line !== undefined), []);
+    assert.match(event.contexts.app.app_start_time, /^\d{4}-\d\d-\d\dT/);
+    assert.ok(event.contexts.os?.name, 'os context');
+  });
+
   it('each Sentry event describes its own request (URL, route), never another one', async () => {
     const [first, second] = await Promise.all([
       service.request('/error?marker=first'),

@@ -1,0 +1,170 @@
+// One middleware per request: the server span, RED metrics with exemplars and the access log.
+//
+// Hand-written rather than @opentelemetry/instrumentation-http's incoming side (kept for outgoing
+// requests) plus instrumentation-express: those build a dozen attributes, parse the URL and the
+// Host header, bind the request and response emitters and wrap every Express layer for every
+// request, whatever the sampling decision; at 10% sampling nine requests in ten paid all of that
+// for a span that is never recorded. Here an unsampled request costs a trace id and a context;
+// attributes are computed only for recorded spans, once the route template is known.
+
+import {
+  ROOT_CONTEXT,
+  SpanKind,
+  SpanStatusCode,
+  TraceFlags,
+  context,
+  isSpanContextValid,
+  propagation,
+  trace,
+} from '@opentelemetry/api';
+
+import { exemplarFor, httpDuration, httpRequests } from './metrics.mjs';
+import { scrubText } from './scrub.mjs';
+import { isUntracedPath } from './tracing-filters.mjs';
+
+const _METHODS = new Set(['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE', 'OPTIONS', 'TRACE', 'CONNECT']);
+// Operational endpoints are logged at debug level: scrapes and probes would drown real traffic.
+const _QUIET_ROUTES = new Set(['/health', '/ready', '/metrics']);
+export const UNMATCHED_ROUTE = '<unmatched>';
+
+/**
+ * @param {{ logger: import('pino').Logger, accessLog: 'sampled' | 'all', scheme?: string }} options
+ * @returns {import('express').RequestHandler}
+ */
+export function requestTelemetry({ logger, accessLog, scheme = 'http' }) {
+  const tracer = trace.getTracer('signalbox-api');
+  // The headers the configured propagators read (traceparent, tracestate, baggage, sentry-trace):
+  // without any of them there is nothing to continue, and extraction is skipped.
+  const propagationHeaders = propagation.fields().map((field) => field.toLowerCase());
+
+  return function requestTelemetryMiddleware(req, res, next) {
+    const started = process.hrtime.bigint();
+    const method = _METHODS.has(req.method) ? req.method : '_OTHER';
+    let span;
+    let active = context.active();
+    if (!isUntracedPath(req.url)) {
+      const parent = _hasAny(req.headers, propagationHeaders)
+        ? propagation.extract(ROOT_CONTEXT, req.headers)
+        : ROOT_CONTEXT;
+      // No attributes at start: the samplers decide on the trace id alone, and an unsampled span
+      // would throw them away.
+      span = tracer.startSpan(method === '_OTHER' ? 'HTTP' : method, { kind: SpanKind.SERVER }, parent);
+      active = trace.setSpan(parent, span);
+    }
+
+    // 'close' fires once per response; `on` spares the once-wrapper of every request.
+    res.on('close', () => {
+      const seconds = Number(process.hrtime.bigint() - started) / 1e9;
+      // A client that hung up before the response finished: nginx's 499.
+      const status = res.writableFinished ? res.statusCode : 499;
+      const route = req.route ? `${req.baseUrl}${String(req.route.path)}` : UNMATCHED_ROUTE;
+      const spanContext = span?.spanContext();
+      if (span?.isRecording()) {
+        _describe(span, req, res, { method, route, scheme });
+      }
+      const labels = { method, route, status_class: `${Math.floor(status / 100)}xx` };
+      httpRequests.inc(labels);
+      httpDuration.observe({ labels, value: seconds, exemplarLabels: exemplarFor(spanContext) });
+      if (_accessLogged(accessLog, spanContext, status)) {
+        const fields = {
+          method,
+          route,
+          path: scrubText(req.originalUrl.split('?', 1)[0]).slice(0, 256),
+          status,
+          duration_ms: Math.round(seconds * 1000),
+        };
+        // In the request's context, so the line carries its trace and span id.
+        context.with(active, () => {
+          if (_QUIET_ROUTES.has(route)) {
+            logger.debug(fields, 'request');
+          } else {
+            logger.info(fields, 'request');
+          }
+        });
+      }
+      span?.end();
+    });
+
+    if (span) {
+      context.with(active, next);
+    } else {
+      next();
+    }
+  };
+}
+
+function _hasAny(headers, names) {
+  for (const name of names) {
+    if (headers[name] !== undefined) {
+      return true;
+    }
+  }
+  return false;
+}
+
+// The stable HTTP server semantic conventions, for recorded spans only. PII in the URL is scrubbed
+// by the exporter (otel.mjs), like every other attribute.
+function _describe(span, req, res, { method, route, scheme }) {
+  const { url } = req;
+  const queryAt = url.indexOf('?');
+  const host = _hostAndPort(req.headers.host);
+  const attributes = {
+    'http.request.method': method,
+    'url.scheme': scheme,
+    'url.path': queryAt === -1 ? url : url.slice(0, queryAt),
+    'network.protocol.version': req.httpVersion,
+    'network.peer.address': req.socket?.remoteAddress,
+    'network.peer.port': req.socket?.remotePort,
+    'client.address': req.socket?.remoteAddress,
+    'user_agent.original': req.headers['user-agent'],
+  };
+  if (method === '_OTHER') {
+    attributes['http.request.method_original'] = req.method;
+  }
+  if (queryAt !== -1) {
+    attributes['url.query'] = url.slice(queryAt + 1);
+  }
+  if (host) {
+    attributes['server.address'] = host.address;
+    if (host.port !== undefined) {
+      attributes['server.port'] = host.port;
+    }
+  }
+  if (res.headersSent) {
+    attributes['http.response.status_code'] = res.statusCode;
+  }
+  if (route !== UNMATCHED_ROUTE) {
+    attributes['http.route'] = route;
+    span.updateName(`${method === '_OTHER' ? 'HTTP' : method} ${route}`);
+  }
+  if (res.statusCode >= 500 && res.headersSent) {
+    // An exception recorded on the span (errorResponse) already named its type.
+    attributes['error.type'] = res.locals?.errorType ?? String(res.statusCode);
+    span.setStatus({ code: SpanStatusCode.ERROR });
+  } else if (!res.writableFinished) {
+    attributes['error.type'] = 'client_closed';
+  }
+  span.setAttributes(attributes);
+}
+
+// `host`, `host:port`, `[v6]`, `[v6]:port`; undefined when absent.
+function _hostAndPort(header) {
+  if (!header) {
+    return undefined;
+  }
+  const match = /^(\[[^\]]*\]|[^:]*)(?::(\d+))?$/.exec(header);
+  if (!match) {
+    return { address: header };
+  }
+  return { address: match[1].replace(/^\[|\]$/g, ''), port: match[2] === undefined ? undefined : Number(match[2]) };
+}
+
+// With `sampled`, a line whose trace was not kept would lead nowhere in Tempo and costs as much
+// as the request itself; errors are always worth a line. A request that was never traced
+// (health checks, no tracing at all) had no sampling decision, so it is logged.
+function _accessLogged(accessLog, spanContext, status) {
+  if (accessLog === 'all' || status >= 500 || !spanContext || !isSpanContextValid(spanContext)) {
+    return true;
+  }
+  return (spanContext.traceFlags & TraceFlags.SAMPLED) === TraceFlags.SAMPLED;
+}
