@@ -155,16 +155,30 @@ class RequestTelemetryMiddleware:
         template = route or UNMATCHED_ROUTE
         if span.is_recording():
             _describe(span, scope, method, route, status, error)
-        status_class = f"{status // 100}xx"
+        series = _series(method, template, f"{status // 100}xx")
         context = span.get_span_context()
         sampled = context.is_valid and context.trace_flags.sampled
         exemplar = {"trace_id": f"{context.trace_id:032x}"} if sampled else None
-        REQUESTS.labels(method, template, status_class).inc(exemplar=exemplar)
-        DURATION.labels(method, template, status_class).observe(seconds, exemplar=exemplar)
+        series[0].inc(exemplar=exemplar)
+        series[1].observe(seconds, exemplar=exemplar)
         if template not in _QUIET_ROUTES and (sampled or status >= 500 or self._log_every_request):
             # Logged inside the span, so the line (and its traceback) has the trace id.
             _log_access(method, template, status, seconds, error, stacktrace)
         span.end()
+
+
+# (method, route template, status class) -> its counter and histogram children. Bounded like
+# the labels themselves (known methods x routes x status classes); a dict lookup instead of
+# two ``labels()`` calls, which validate and lock on every request.
+_SERIES: dict[tuple[str, str, str], tuple[Any, Any]] = {}
+
+
+def _series(method: str, template: str, status_class: str) -> tuple[Any, Any]:
+    key = (method, template, status_class)
+    series = _SERIES.get(key)
+    if series is None:
+        series = _SERIES[key] = (REQUESTS.labels(*key), DURATION.labels(*key))
+    return series
 
 
 def _log_access(
