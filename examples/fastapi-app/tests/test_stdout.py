@@ -1,0 +1,49 @@
+"""Stdout is a telemetry sink too: a reader that stalls must not stall requests."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+
+from app.telemetry import _DroppedTelemetry, _StdoutHandler
+
+
+class _StalledStream:
+    """A stdout whose reader stopped reading (a full pipe): write blocks until released."""
+
+    def __init__(self) -> None:
+        self.released = threading.Event()
+        self.written: list[str] = []
+
+    def write(self, text: str) -> None:
+        self.released.wait(10)
+        self.written.append(text)
+
+    def flush(self) -> None:
+        pass
+
+
+class _SmallBuffer(_StdoutHandler):
+    _MAX_LINES = 20
+
+
+def test_a_stalled_stdout_drops_and_counts_lines_instead_of_blocking() -> None:
+    stream, dropped = _StalledStream(), _DroppedTelemetry()
+    handler = _SmallBuffer(stream, dropped)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    time.sleep(0.05)  # let the writer thread start and block on the first batch
+    slowest = 0.0
+    for n in range(200):
+        started = time.perf_counter()
+        handler.emit(logging.makeLogRecord({"msg": f"line {n}"}))
+        slowest = max(slowest, time.perf_counter() - started)
+    assert slowest < 0.05, f"a log call waited {slowest * 1000:.0f} ms for stdout"
+    lost = dropped.totals()[("logs", "stdout_buffer_full")]
+    assert lost >= 200 - 2 * _SmallBuffer._MAX_LINES
+
+    stream.released.set()
+    handler.close()  # writes what is left, in order
+    lines = "".join(stream.written).splitlines()
+    assert len(lines) + lost == 200
+    assert lines == sorted(lines, key=lambda line: int(line.split()[1]))
