@@ -17,6 +17,8 @@ import sentry_sdk
 from opentelemetry import trace
 from opentelemetry.trace import Status, StatusCode
 
+from app.telemetry import sentry_event_allowed
+
 P = ParamSpec("P")
 R = TypeVar("R")
 Level = Literal["fatal", "error", "warning", "info", "debug"]
@@ -28,10 +30,13 @@ _log = logging.getLogger("app")
 def capture_exception(error: BaseException, **context: Any) -> str | None:
     """Send ``error`` to Sentry with ``context`` attached and record it on the current span.
 
-    Returns the Sentry event id (None when Sentry is off or the event was filtered).
+    Returns the Sentry event id (None when Sentry is off, the event was filtered, or the
+    process is over SENTRY_MAX_EVENTS_PER_SECOND).
     """
     span = trace.get_current_span()
     span.set_status(Status(StatusCode.ERROR, type(error).__name__))
+    if not sentry_event_allowed():
+        return None
     with sentry_sdk.new_scope() as scope:
         if context:
             scope.set_context("details", context)
@@ -39,6 +44,8 @@ def capture_exception(error: BaseException, **context: Any) -> str | None:
 
 
 def capture_message(message: str, level: Level = "info", **context: Any) -> str | None:
+    if not sentry_event_allowed():
+        return None
     with sentry_sdk.new_scope() as scope:
         if context:
             scope.set_context("details", context)

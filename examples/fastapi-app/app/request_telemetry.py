@@ -24,7 +24,13 @@ from opentelemetry import propagate, trace
 from opentelemetry.trace import SpanKind, StatusCode
 from prometheus_client import Counter, Gauge, Histogram
 
-from app.telemetry import UNTRACED_ROUTES, current_trace_id, report_unhandled, request_context
+from app.telemetry import (
+    UNTRACED_ROUTES,
+    current_trace_id,
+    enter_request,
+    leave_request,
+    report_unhandled,
+)
 
 if TYPE_CHECKING:
     from contextvars import Token
@@ -100,28 +106,27 @@ class RequestTelemetryMiddleware:
 
         error: Exception | None = None
         stacktrace: str | None = None
+        entered = enter_request(scope)
         try:
-            with request_context(scope):
-                try:
-                    await self.app(scope, receive, send_with_status)
-                except Exception as exc:
-                    error = exc
-                    stacktrace = report_unhandled(exc)
-                    if status:  # the response had begun: nothing sane to send; let it close
-                        raise
-                    # Answer here instead of letting the exception reach the server, which
-                    # would log it again without a trace id and drop the keep-alive connection.
-                    status = 500
-                    await _send_json(
-                        send,
-                        500,
-                        {"error": "internal server error", "trace_id": current_trace_id()},
-                    )
-                finally:
-                    self._finish(scope, span, method, status or 500, started, error, stacktrace)
+            await self.app(scope, receive, send_with_status)
+        except Exception as exc:
+            error = exc
+            stacktrace = report_unhandled(exc)
+            if status:  # the response had begun: nothing sane to send; let it close
+                raise
+            # Answer here instead of letting the exception reach the server, which would log
+            # it again without a trace id and drop the keep-alive connection.
+            status = 500
+            await _send_json(
+                send, 500, {"error": "internal server error", "trace_id": current_trace_id()}
+            )
         finally:
-            if token is not None:
-                otel_context.detach(token)
+            try:
+                self._finish(scope, span, method, status or 500, started, error, stacktrace)
+            finally:
+                leave_request(entered)
+                if token is not None:
+                    otel_context.detach(token)
 
     def _start_span(self, scope: Scope, method: str) -> tuple[Span, Token[Context] | None]:
         if scope["path"] in _UNTRACED:

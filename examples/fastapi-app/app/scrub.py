@@ -67,6 +67,9 @@ def scrub_text(text: str) -> str:
     return text
 
 
+# The same traceback is scrubbed for the log line, then again by the span exporter (the
+# span event's copy), and an error storm repeats one traceback many times: remembered.
+@functools.lru_cache(maxsize=64)
 def scrub_traceback(text: str) -> str:
     """A formatted Python traceback with its exception messages scrubbed.
 

@@ -50,6 +50,13 @@ class Settings(BaseSettings):
     # Exception class names (e.g. "ClientDisconnect,CancelledError") never sent to Sentry.
     sentry_ignore_errors: Annotated[tuple[str, ...], NoDecode] = ()
     sentry_include_local_variables: bool = False
+    # At most this many Sentry events a second from this process, in bursts of up to one
+    # second's worth. An error storm (a dependency down, every request failing) would
+    # otherwise spend ~3 ms of CPU per event on building and sending events that Sentry
+    # groups into one issue, starving the requests that still work. Errors over the limit are
+    # still logged and recorded on their span, and counted in
+    # telemetry_dropped_total{signal="errors",reason="backpressure"}. 0 = no limit.
+    sentry_max_events_per_second: Annotated[float, Field(ge=0, le=10_000)] = 10.0
 
     downstream_url: HttpUrl = HttpUrl("http://127.0.0.1:9091")
     downstream_timeout_seconds: Annotated[float, Field(gt=0, le=60)] = 2.0

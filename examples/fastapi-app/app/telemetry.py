@@ -32,8 +32,7 @@ import sys
 import threading
 import time
 import traceback
-from collections.abc import Callable, Iterable, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable, Mapping
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -43,6 +42,7 @@ from opentelemetry import propagate, trace
 from opentelemetry.baggage.propagation import W3CBaggagePropagator
 from opentelemetry.context import get_current
 from opentelemetry.instrumentation.httpx import HTTPXClientInstrumentor
+from opentelemetry.metrics import NoOpMeterProvider
 from opentelemetry.propagators.composite import CompositePropagator
 from opentelemetry.propagators.textmap import CarrierT, Getter, default_getter
 from opentelemetry.sdk._logs import LoggerProvider, LoggingHandler
@@ -64,13 +64,16 @@ from sentry_sdk.integrations.modules import ModulesIntegration
 from sentry_sdk.integrations.otlp import OTLPIntegration, SentryOTLPPropagator
 from sentry_sdk.scrubber import DEFAULT_DENYLIST, DEFAULT_PII_DENYLIST, EventScrubber
 from sentry_sdk.transport import HttpTransport
-from sentry_sdk.utils import Dsn, event_from_exception
+from sentry_sdk.utils import Dsn, event_from_exception, handle_in_app
 
 from app import otlp
 from app.scrub import FILTERED, is_sensitive_key, scrub_text, scrub_traceback, scrub_value
 from app.settings import Settings
 
 if TYPE_CHECKING:
+    from contextvars import Token
+    from types import TracebackType
+
     from opentelemetry.context import Context
     from sentry_sdk.envelope import Item
     from sentry_sdk.types import Event as SentryEvent
@@ -177,22 +180,39 @@ _current_request: ContextVar[Mapping[str, Any] | None] = ContextVar(
 )
 
 
-@contextmanager
-def request_context(scope: Mapping[str, Any]) -> Iterator[None]:
-    """While a request is served: its ASGI scope, for the request context of Sentry events,
-    and a Sentry isolation scope of its own, so breadcrumbs and tags set while serving it
-    never appear in another request's events. Costs ~10 us; nothing is built unless an event
-    is sent."""
+# What enter_request changed, for leave_request to undo.
+_Entered = tuple["Token[Mapping[str, Any] | None]", "sentry_sdk.Scope | None"]
+
+
+def enter_request(scope: Mapping[str, Any]) -> _Entered:
+    """Called as a request starts: keeps its ASGI scope for the request context of Sentry
+    events, and gives it a Sentry isolation scope of its own, so breadcrumbs and tags set while
+    serving it never appear in another request's events. Nothing is built unless an event is
+    sent. Undo with ``leave_request``.
+
+    Only the isolation scope is forked, not also Sentry's "current" scope as
+    ``sentry_sdk.isolation_scope()`` does (twice the cost on every request): the current
+    scope holds Sentry's own spans, and OpenTelemetry is the tracer here; ``app.observe``
+    forks it (``new_scope``) where an event gets extra context.
+    """
     token = _current_request.set(scope)
-    try:
-        if sentry_sdk.get_client().is_active():
-            with sentry_sdk.isolation_scope() as isolated:
-                isolated.clear_breadcrumbs()  # start-up logs are not this request's story
-                yield
-        else:
-            yield
-    finally:
-        _current_request.reset(token)
+    if not _sentry_active:
+        return token, None
+    outer = sentry_sdk.get_isolation_scope()
+    isolated = outer.fork()
+    isolated.clear_breadcrumbs()  # start-up and background logs are not this request's story
+    sentry_sdk.Scope.set_isolation_scope(isolated)
+    return token, outer
+
+
+def leave_request(entered: _Entered) -> None:
+    token, outer = entered
+    if outer is not None:
+        sentry_sdk.Scope.set_isolation_scope(outer)
+    _current_request.reset(token)
+
+
+_sentry_active = False
 
 
 def report_unhandled(error: BaseException) -> str:
@@ -215,13 +235,54 @@ def report_unhandled(error: BaseException) -> str:
         },
     )
     span.set_status(trace.Status(trace.StatusCode.ERROR, type(error).__name__))
-    client = sentry_sdk.get_client()
-    if client.is_active():
+    if sentry_event_allowed():
         event, hint = event_from_exception(
-            error, client_options=client.options, mechanism={"type": "asgi", "handled": False}
+            error,
+            client_options=sentry_sdk.get_client().options,
+            mechanism={"type": "asgi", "handled": False},
         )
         sentry_sdk.capture_event(event, hint=hint)
     return stacktrace
+
+
+def sentry_event_allowed() -> bool:
+    """Whether an error may be sent to Sentry now: Sentry is on and the process is within
+    SENTRY_MAX_EVENTS_PER_SECOND. Asked before the event is built, which is most of its
+    cost. A refused event is counted, and reported to Sentry as discarded for backpressure
+    (its client reports), so the issue's stats show the loss."""
+    client = sentry_sdk.get_client()
+    if not client.is_active():
+        return False
+    if _event_budget is None or _event_budget.take():
+        return True
+    if client.transport is not None:
+        client.transport.record_lost_event("backpressure", data_category="error")
+    return False
+
+
+class _EventBudget:
+    """A token bucket: ``rate`` events a second on average, bursts of one second's worth
+    (at least one event)."""
+
+    def __init__(self, rate: float) -> None:
+        self._rate = rate
+        self._capacity = max(1.0, rate)
+        self._tokens = self._capacity
+        self._updated = time.monotonic()
+        self._lock = threading.Lock()
+
+    def take(self) -> bool:
+        with self._lock:
+            now = time.monotonic()
+            elapsed, self._updated = now - self._updated, now
+            self._tokens = min(self._capacity, self._tokens + elapsed * self._rate)
+            if self._tokens < 1:
+                return False
+            self._tokens -= 1
+            return True
+
+
+_event_budget: _EventBudget | None = None
 
 
 _CAUSE_NOTE = "\nThe above exception was the direct cause of the following exception:\n\n"
@@ -253,18 +314,41 @@ def format_traceback(error: BaseException) -> str:
     for exception, after in reversed(chain):
         if exception.__traceback__ is not None:
             parts.append("Traceback (most recent call last):\n")
-            frames = traceback.StackSummary.from_list(
-                [
-                    traceback.FrameSummary(
-                        frame.f_code.co_filename, lineno, frame.f_code.co_name, lookup_line=False
-                    )
-                    for frame, lineno in traceback.walk_tb(exception.__traceback__)
-                ]
-            )
-            parts.extend(frames.format())
+            _format_frames(exception.__traceback__, parts)
         parts.extend(traceback.format_exception_only(type(exception), exception))
         parts.append(after)
     return "".join(parts)
+
+
+# Consecutive identical frames (recursion) printed before "[Previous line repeated N more
+# times]", as traceback.StackSummary.format does.
+_RECURSIVE_CUTOFF = 3
+
+
+def _format_frames(tb: TracebackType, parts: list[str]) -> None:
+    """``StackSummary.format`` without a FrameSummary object per frame (a third of the cost)."""
+    last: tuple[str, int | None, str] | None = None
+    count = 0
+    for frame, lineno in traceback.walk_tb(tb):
+        code = frame.f_code
+        where = (code.co_filename, lineno, code.co_name)
+        if where != last:
+            if count > _RECURSIVE_CUTOFF:
+                parts.append(_repeated(count - _RECURSIVE_CUTOFF))
+            last, count = where, 0
+        count += 1
+        if count > _RECURSIVE_CUTOFF:
+            continue
+        parts.append(f'  File "{where[0]}", line {lineno}, in {where[2]}\n')
+        source = linecache.getline(where[0], lineno).strip() if lineno is not None else ""
+        if source:
+            parts.append(f"    {source}\n")
+    if count > _RECURSIVE_CUTOFF:
+        parts.append(_repeated(count - _RECURSIVE_CUTOFF))
+
+
+def _repeated(count: int) -> str:
+    return f"  [Previous line repeated {count} more time{'s' if count > 1 else ''}]\n"
 
 
 def _qualified_name(cls: type) -> str:
@@ -288,7 +372,9 @@ def _setup_tracing(
     # The sampler comes from the standard OTEL_TRACES_SAMPLER / OTEL_TRACES_SAMPLER_ARG
     # (default: parent-based, always on). Spans are created even when no exporter is
     # configured, so that logs, errors and exemplars still share a trace id.
-    provider = TracerProvider(resource=resource)
+    # The SDK's self-metrics are read for what the processors and exporters drop; its
+    # per-span counters (started, live) would cost every request and are read by nothing.
+    provider = TracerProvider(resource=resource, meter_provider=NoOpMeterProvider())
     if settings.otel_exporter_otlp_traces_endpoint is not None:
         # Instrumentations set URL, query and header attributes at various points of a
         # span's life; the exporter masks PII in the final values, on its own thread.
@@ -409,6 +495,9 @@ def _setup_sentry(settings: Settings, dropped: _DroppedTelemetry) -> bool:
         scrubbed: SentryEvent = _scrub_event(event)
         return scrubbed
 
+    global _event_budget, _sentry_active
+    rate = settings.sentry_max_events_per_second
+    _event_budget = _EventBudget(rate) if rate > 0 else None
     counting_transport = _counting_transport(dropped)
     sentry_sdk.init(
         dsn=settings.sentry_dsn,
@@ -461,6 +550,7 @@ def _setup_sentry(settings: Settings, dropped: _DroppedTelemetry) -> bool:
     breadcrumbs = BreadcrumbHandler(level=logging.INFO)
     breadcrumbs.addFilter(_NotFrom("app.access", "sentry_sdk", "opentelemetry", "urllib3"))
     logging.getLogger().addHandler(breadcrumbs)
+    _sentry_active = sentry_sdk.get_client().is_active()
     sentry_sdk.get_global_scope().add_event_processor(_add_request_context)
     sentry_sdk.get_global_scope().add_event_processor(_add_source_context)
     if settings.sentry_profiles_sample_rate > 0:
@@ -496,6 +586,11 @@ _SOURCE_CONTEXT_LINES = 5
 def _add_source_context(event: SentryEvent, hint: Hint) -> SentryEvent:
     """Sentry's pre/post source lines, for in-app frames only, from linecache (files are read
     once per process, not once per frame of every event)."""
+    # The SDK marks frames in_app only after the event processors; mark them now, by its rule.
+    options = sentry_sdk.get_client().options
+    handle_in_app(
+        event, options["in_app_exclude"], options["in_app_include"], options["project_root"]
+    )
     for exception in (event.get("exception") or {}).get("values") or ():
         for frame in (exception.get("stacktrace") or {}).get("frames") or ():
             path, lineno = frame.get("abs_path"), frame.get("lineno")
@@ -653,7 +748,7 @@ def _setup_logging(
 
     if settings.otel_exporter_otlp_logs_endpoint is None:
         return None
-    provider = LoggerProvider(resource=resource)
+    provider = LoggerProvider(resource=resource, meter_provider=NoOpMeterProvider())
     provider.add_log_record_processor(
         BatchLogRecordProcessor(
             otlp.LogExporter(

@@ -111,3 +111,22 @@ def test_format_traceback_prints_what_python_prints_without_column_markers() -> 
     assert "The above exception was the direct cause" in ours
     assert "During handling of the above exception" in ours
     assert '{}["missing"]' in ours  # source lines are kept
+
+
+def test_format_traceback_shortens_recursion_as_python_does() -> None:
+    import traceback
+
+    from app.telemetry import format_traceback
+
+    def recurse(depth: int) -> None:
+        if depth == 0:
+            raise RecursionError("deep enough")
+        recurse(depth - 1)
+
+    try:
+        recurse(20)
+    except RecursionError as error:
+        ours = format_traceback(error)
+        python = "".join(traceback.format_exception(error))
+    assert "[Previous line repeated 17 more times]" in ours
+    assert ours.splitlines() == [line for line in python.splitlines() if line.strip("^~ ")]

@@ -79,6 +79,7 @@ def test_info_reports_which_signals_are_on(tmp_path: object) -> None:
         ("DOWNSTREAM_TIMEOUT_SECONDS", "0"),
         ("LOG_LEVEL", "LOUD"),
         ("ACCESS_LOG", "some"),
+        ("SENTRY_MAX_EVENTS_PER_SECOND", "-1"),
     ],
 )
 def test_bad_configuration_stops_start_up_naming_the_variable(variable: str, value: str) -> None:
@@ -227,6 +228,43 @@ def test_sentry_events_carry_their_own_request_only(sentry: SentryReceiver) -> N
     assert by_user["u-1"]["request"]["query_string"] == "kind=handled"
     assert by_user["u-1"]["request"]["headers"]["x-forwarded-for"] == "[Filtered]"
     assert "203.0.113.9" not in json.dumps(events)
+    # Source lines for the service's own frame, where the error was raised; none for the
+    # framework's.
+    frames = by_user["u-2"]["exception"]["values"][-1]["stacktrace"]["frames"]
+    raising = frames[-1]
+    assert raising["in_app"] is True and raising["module"] == "app.main"
+    assert "raise DeliberateError" in raising["context_line"]
+    assert len(raising["pre_context"]) == 5 and len(raising["post_context"]) == 5
+    assert all("context_line" not in f for f in frames if "site-packages" in f["abs_path"])
+
+
+def test_an_error_storm_sends_at_most_the_event_budget(sentry: SentryReceiver) -> None:
+    """Over SENTRY_MAX_EVENTS_PER_SECOND, errors are answered, logged and counted as they
+    are, but not built into Sentry events; Sentry learns of the loss from client reports."""
+    env = {"SENTRY_DSN": sentry.dsn, "SENTRY_MAX_EVENTS_PER_SECOND": "0.05"}  # 1, then 1/20s
+    with fastapi_app(env) as app, httpx.Client(timeout=10) as client:
+        responses = [client.get(f"{app.url}/error") for _ in range(4)]
+        handled = client.get(f"{app.url}/error", params={"kind": "handled"})
+        wait_for(lambda: sentry.events(), message="the first error's event")
+        metrics = client.get(f"{app.url}/metrics").text
+    assert [r.status_code for r in responses] == [500] * 4
+    assert handled.status_code == 500 and handled.json()["event_id"] is None
+    events = sentry.events()
+    assert len(events) == 1
+    assert events[0]["contexts"]["trace"]["trace_id"] == responses[0].json()["trace_id"]
+    assert 'telemetry_dropped_total{reason="backpressure",signal="errors"} 4.0' in metrics
+    # Every error still has its log line, with its own trace id.
+    lines = _access_lines(app.output())
+    logged = {line["trace_id"] for line in lines if line["http_status"] == 500}
+    assert logged == {r.json()["trace_id"] for r in [*responses, handled]}
+    # Sentry is told (client report, sent at shutdown at the latest).
+    discarded = [
+        entry
+        for header, payload in sentry.items()
+        if header.get("type") == "client_report"
+        for entry in json.loads(payload).get("discarded_events", [])
+    ]
+    assert {"reason": "backpressure", "category": "error", "quantity": 4} in discarded
 
 
 def _in_background(call):  # type: ignore[no-untyped-def]
