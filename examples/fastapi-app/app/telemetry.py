@@ -42,14 +42,12 @@ from opentelemetry import propagate, trace
 from opentelemetry.baggage.propagation import W3CBaggagePropagator
 from opentelemetry.context import get_current
 from opentelemetry.instrumentation.httpx import HTTPXClientInstrumentor
-from opentelemetry.metrics import NoOpMeterProvider
+from opentelemetry.metrics import Counter, MeterProvider, NoOpCounter, NoOpMeter, NoOpMeterProvider
 from opentelemetry.propagators.composite import CompositePropagator
 from opentelemetry.propagators.textmap import CarrierT, Getter, default_getter
 from opentelemetry.sdk._logs import LoggerProvider, LoggingHandler
 from opentelemetry.sdk._logs._internal import _RESERVED_ATTRS
 from opentelemetry.sdk._logs.export import BatchLogRecordProcessor
-from opentelemetry.sdk.metrics import MeterProvider
-from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
@@ -156,7 +154,7 @@ def setup(settings: Settings, registry: CollectorRegistry = REGISTRY) -> Telemet
         )
         dropped = _DroppedTelemetry()
         registry.register(dropped)
-        self_metrics = MeterProvider(metric_readers=[dropped.reader], resource=resource)
+        self_metrics = dropped.meter_provider
 
         logger_provider = _setup_logging(settings, resource, self_metrics, dropped)
         sentry_on = _setup_sentry(settings, dropped)
@@ -954,7 +952,8 @@ class _DroppedTelemetry(Collector):
     """``telemetry_dropped_total{signal,reason}``: data lost instead of waited for.
 
     traces and logs: the OpenTelemetry SDK's own counts of items rejected by a full queue and
-    of items in failed exports; errors: Sentry events its transport reports as lost.
+    of items in failed exports (``meter_provider`` is given to its processors and exporters);
+    errors: Sentry events its transport reports as lost, and those over the event budget.
     """
 
     _SDK_COUNTERS: ClassVar[dict[str, str]] = {
@@ -965,13 +964,13 @@ class _DroppedTelemetry(Collector):
     }
 
     def __init__(self) -> None:
-        self.reader = InMemoryMetricReader()
         self._lock = threading.Lock()
-        self._own: dict[tuple[str, str], float] = {}
+        self._counts: dict[tuple[str, str], float] = {}
+        self.meter_provider = _SdkCounts(self._count_sdk)
 
     def add(self, signal: str, reason: str, amount: float = 1) -> None:
         with self._lock:
-            self._own[(signal, reason)] = self._own.get((signal, reason), 0) + amount
+            self._counts[(signal, reason)] = self._counts.get((signal, reason), 0) + amount
 
     def totals(self) -> dict[tuple[str, str], float]:
         totals: dict[tuple[str, str], float] = {
@@ -979,30 +978,16 @@ class _DroppedTelemetry(Collector):
             for signal in ("traces", "logs", "errors")
             for reason in ("queue_full",)
         }
-        for name, signal, attributes, value in self._sdk_points():
-            reason = attributes.get("error.type")
-            if name in self._SDK_COUNTERS and reason:
-                key = (signal, str(reason))
-                totals[key] = totals.get(key, 0.0) + value
         with self._lock:
-            for key, value in self._own.items():
-                totals[key] = totals.get(key, 0.0) + value
+            totals.update(self._counts)
         return totals
 
-    def _sdk_points(self) -> Iterable[tuple[str, str, Mapping[str, Any], float]]:
-        data = self.reader.get_metrics_data()
-        if data is None:
-            return
-        for resource_metrics in data.resource_metrics:
-            for scope_metrics in resource_metrics.scope_metrics:
-                for metric in scope_metrics.metrics:
-                    signal = self._SDK_COUNTERS.get(metric.name)
-                    if signal is None:
-                        continue
-                    for point in metric.data.data_points:
-                        value = getattr(point, "value", None)
-                        if value is not None:
-                            yield metric.name, signal, point.attributes or {}, float(value)
+    def _count_sdk(self, name: str, attributes: Mapping[str, Any] | None, amount: float) -> None:
+        # Only outcomes with an error type are losses; successes are counted with none.
+        reason = attributes.get("error.type") if attributes else None
+        signal = self._SDK_COUNTERS.get(name)
+        if reason and signal:
+            self.add(signal, str(reason), amount)
 
     def collect(self) -> Iterable[CounterMetricFamily]:
         family = CounterMetricFamily(
@@ -1016,3 +1001,40 @@ class _DroppedTelemetry(Collector):
 
     def describe(self) -> Iterable[CounterMetricFamily]:
         return []
+
+
+class _SdkCounts(NoOpMeterProvider):
+    """The SDK self-metrics' counters as plain sums handed to ``count``; its other
+    instruments (queue size, export duration) do nothing. The SDK's MeterProvider cost ~15 us
+    a count, paid for every item dropped while a backend is down (issue #7, bench/)."""
+
+    def __init__(self, count: Callable[[str, Mapping[str, Any] | None, float], None]) -> None:
+        self._count = count
+
+    def get_meter(
+        self,
+        name: str,
+        version: str | None = None,
+        schema_url: str | None = None,
+        attributes: Any = None,
+    ) -> _SdkCountsMeter:
+        return _SdkCountsMeter(name, self._count)
+
+
+class _SdkCountsMeter(NoOpMeter):
+    def __init__(self, name: str, count: Callable[[str, Mapping[str, Any] | None, float], None]):
+        super().__init__(name)
+        self._count = count
+
+    def create_counter(self, name: str, unit: str = "", description: str = "") -> Counter:
+        return _SdkCounter(name, self._count)
+
+
+class _SdkCounter(NoOpCounter):
+    def __init__(self, name: str, count: Callable[[str, Mapping[str, Any] | None, float], None]):
+        super().__init__(name)
+        self._metric = name
+        self._count = count
+
+    def add(self, amount: float, attributes: Any = None, context: Any = None) -> None:
+        self._count(self._metric, attributes, amount)
