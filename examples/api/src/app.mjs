@@ -8,7 +8,7 @@ import express from 'express';
 import { renderMetrics } from './metrics.mjs';
 import { requestTelemetry } from './request-telemetry.mjs';
 import { scrubText } from './scrub.mjs';
-import { withRequestScope } from './sentry.mjs';
+import { sentryEventAllowed, withRequestScope } from './sentry.mjs';
 
 const _CATALOG = new Map([
   ['SB-1001', { name: 'Signal lamp', in_stock: 12 }],
@@ -97,9 +97,9 @@ export function createApp({ service, logger, monitor, isReady, accessLog = 'samp
       return;
     }
     if (kind === 'handled') {
-      const eventId = withRequestScope(req, () =>
-        Sentry.captureException(new DeliberateError('deliberate handled error')),
-      );
+      const eventId = sentryEventAllowed()
+        ? withRequestScope(req, () => Sentry.captureException(new DeliberateError('deliberate handled error')))
+        : undefined;
       logger.error({ sentry_event_id: eventId }, 'deliberate handled error');
       res.status(500).json(_errorBody('deliberate_error', 'deliberate handled error', eventId));
       return;
@@ -116,8 +116,16 @@ export function createApp({ service, logger, monitor, isReady, accessLog = 'samp
     withRequestScope(req, () => next(error));
   });
   // Not setupExpressErrorHandler: its request middleware would write request data into the
-  // process-wide scope (there is no per-request one, see sentry.mjs).
-  app.use(Sentry.expressErrorHandler());
+  // process-wide scope (there is no per-request one, see sentry.mjs). Server errors over the
+  // SENTRY_MAX_EVENTS_PER_SECOND budget skip it: they are logged and traced below all the same.
+  const sentryErrorHandler = Sentry.expressErrorHandler();
+  app.use(function sentryErrors(error, req, res, next) {
+    if (_clientStatus(error) === undefined && !sentryEventAllowed()) {
+      next(error);
+      return;
+    }
+    sentryErrorHandler(error, req, res, next);
+  });
 
   // Errors reach here after Sentry captured them (5xx only; 4xx are the client's problem).
   app.use(function errorResponse(error, req, res, _next) {

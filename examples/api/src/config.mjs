@@ -93,6 +93,10 @@ export function loadConfig(env = process.env) {
       tracesSampleRate: read.rate('SENTRY_TRACES_SAMPLE_RATE', 0.0),
       // Envelope POSTs that take longer are abandoned (and counted as dropped errors).
       timeoutMs: read.integer('SENTRY_TIMEOUT_MS', 5000, { min: 1, max: 60_000 }),
+      // At most this many events a second, in bursts of one second's worth: in an error storm
+      // each event costs milliseconds of CPU for an issue Sentry groups into one. Errors over the
+      // limit are still answered, logged and traced, and counted as dropped. 0 = no limit.
+      maxEventsPerSecond: read.number('SENTRY_MAX_EVENTS_PER_SECOND', 10, { min: 0, max: 10_000 }),
     },
 
     monitor: {
@@ -161,16 +165,20 @@ class _Reader {
   }
 
   rate(name, fallback) {
+    return this.number(name, fallback, { min: 0, max: 1 });
+  }
+
+  number(name, fallback, { min, max }) {
     const raw = this._raw(name);
     if (raw === undefined) {
       return fallback;
     }
     const value = Number(raw);
     if (!Number.isFinite(value) || !/^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$/.test(raw)) {
-      return this._fail(name, 'must be a number between 0 and 1', raw);
+      return this._fail(name, `must be a number between ${min} and ${max}`, raw);
     }
-    if (value < 0 || value > 1) {
-      return this._fail(name, 'must be between 0 and 1', raw);
+    if (value < min || value > max) {
+      return this._fail(name, `must be between ${min} and ${max}`, raw);
     }
     return value;
   }

@@ -24,6 +24,7 @@ const _BUFFER_SIZE = 64;
  */
 export function initSentry(config) {
   const { sentry } = config;
+  _budget = sentry.maxEventsPerSecond > 0 ? new EventBudget(sentry.maxEventsPerSecond) : undefined;
   // The SDK reads SENTRY_TRACES_SAMPLE_RATE itself and would then start Sentry-owned spans that
   // take precedence over the OTel span, breaking the shared trace id. Here that variable means
   // "share of OTel traces exported to Sentry" (otel.mjs), so the SDK must not see it.
@@ -129,6 +130,48 @@ export function withRequestScope(req, fn) {
     }
     return fn();
   });
+}
+
+/**
+ * Whether an error may be sent to Sentry now: Sentry is on and the process is within
+ * SENTRY_MAX_EVENTS_PER_SECOND. Asked before the event is built. A refused event is counted and
+ * reported to Sentry as discarded for backpressure (client reports), so the issue's stats show it.
+ * @returns {boolean}
+ */
+export function sentryEventAllowed() {
+  if (!Sentry.isEnabled()) {
+    return false;
+  }
+  if (_budget === undefined || _budget.take()) {
+    return true;
+  }
+  countDropped('errors');
+  Sentry.getClient()?.recordDroppedEvent('backpressure', 'error');
+  return false;
+}
+
+let _budget;
+
+/** A token bucket: `rate` events a second on average, bursts of one second's worth (at least 1). */
+export class EventBudget {
+  constructor(rate, now = () => performance.now() / 1000) {
+    this._rate = rate;
+    this._capacity = Math.max(1, rate);
+    this._tokens = this._capacity;
+    this._now = now;
+    this._updated = now();
+  }
+
+  take() {
+    const now = this._now();
+    this._tokens = Math.min(this._capacity, this._tokens + (now - this._updated) * this._rate);
+    this._updated = now;
+    if (this._tokens < 1) {
+      return false;
+    }
+    this._tokens -= 1;
+    return true;
+  }
 }
 
 /** Sentry's OTLP traces endpoint for the DSN (URL and auth header), or undefined. */

@@ -137,6 +137,7 @@ describe('start-up with a bad environment', () => {
     ['SENTRY_DSN', 'https://sentry.example.com'],
     ['MONITOR_TARGETS', 'not-a-url'],
     ['ACCESS_LOG', 'errors'],
+    ['SENTRY_MAX_EVENTS_PER_SECOND', '-1'],
   ]) {
     it(`exits non-zero naming ${variable}=${value}, before listening`, async () => {
       const { code, stdout, stderr } = await startWith({ [variable]: value });

@@ -329,3 +329,49 @@ describe('Sentry performance data (SENTRY_TRACES_SAMPLE_RATE)', () => {
     }
   });
 });
+
+describe('an error storm (SENTRY_MAX_EVENTS_PER_SECOND)', () => {
+  it('sends events up to the budget; the rest are answered, logged and counted, not built', async () => {
+    const sentry = await new SentryReceiver().start();
+    // One event, then one every 20 s: the other four requests are over the budget.
+    const service = await startService({ SENTRY_DSN: sentry.dsn, SENTRY_MAX_EVENTS_PER_SECOND: '0.05' });
+    const responses = [];
+    let handled;
+    try {
+      for (let i = 0; i < 4; i += 1) {
+        responses.push(await service.request('/error'));
+      }
+      handled = await service.request('/error?kind=handled');
+      assert.deepEqual(
+        [...responses, handled].map((r) => r.status),
+        [500, 500, 500, 500, 500],
+      );
+      assert.equal(handled.json.sentry_event_id, undefined);
+      await waitFor(() => sentry.events()[0], { message: 'the first error event' });
+      const dropped = samples(await service.metrics(), 'telemetry_dropped_total', { signal: 'errors' })[0].value;
+      assert.equal(dropped, 4);
+      const events = sentry.events();
+      assert.equal(events.length, 1);
+      assert.equal(events[0].contexts.trace.trace_id, responses[0].json.trace_id);
+    } finally {
+      await service.stop();
+      await sentry.close();
+    }
+    // Every error still has its log line with its own trace id (stdout is complete once stopped).
+    const logged = new Set(service.logs.filter((l) => l.level === 'error').map((l) => l.trace_id));
+    for (const response of [...responses, handled]) {
+      assert.ok(logged.has(response.json.trace_id), `no error line for ${response.json.trace_id}`);
+    }
+    // Sentry hears of the loss in a client report (sent at shutdown at the latest).
+    const discarded = sentry.envelopes
+      .flatMap((envelope) => envelope.items)
+      .filter((item) => item.header.type === 'client_report')
+      .flatMap((item) => item.payload.discarded_events ?? []);
+    const backpressure = discarded.filter((d) => d.reason === 'backpressure' && d.category === 'error');
+    assert.equal(
+      backpressure.reduce((sum, d) => sum + d.quantity, 0),
+      4,
+      JSON.stringify(discarded),
+    );
+  });
+});
