@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from opentelemetry.exporter.otlp.proto.common._log_encoder import encode_logs as sdk_encode_logs
@@ -237,3 +238,53 @@ def test_an_attribute_the_sdk_cannot_encode_is_dropped_alone() -> None:
     attributes = encoded.resource_spans[0].scope_spans[0].spans[0].attributes
     assert [(kv.key, kv.value.double_value) for kv in attributes] == [("ok", 1.5)]
     assert not math.isnan(attributes[0].value.double_value)
+
+
+@pytest.mark.filterwarnings("ignore:.*LoggingHandler.*:DeprecationWarning")
+def test_the_log_handler_records_what_the_sdks_handler_records() -> None:
+    """app.telemetry's OTLP log handler builds its records directly; for the same ``logging``
+    records (an app logger, extra fields, inside a span) the SDK's LoggingHandler sends the
+    same message, but for the time each was observed."""
+    import logging
+
+    from opentelemetry import context as otel_context
+    from opentelemetry.sdk._logs import LoggingHandler
+
+    from app.telemetry import _BatchLogProcessor, _OtlpLogHandler
+
+    resource = Resource.create({"service.name": "svc"})
+    theirs = _CollectLogs()
+    provider = LoggerProvider(resource=resource)
+    provider.add_log_record_processor(SimpleLogRecordProcessor(theirs))
+    ours = _CollectLogs()
+    processor = _BatchLogProcessor(ours)
+    logger = logging.getLogger("app.test_otlp")
+    logger.propagate = False
+    logger.setLevel(logging.DEBUG)
+    handlers = [LoggingHandler(logger_provider=provider), _OtlpLogHandler(processor, resource)]
+    for handler in handlers:
+        logger.addHandler(handler)
+    span = NonRecordingSpan(SpanContext(0xABC, 0xDEF, False, TraceFlags(1)))
+    token = otel_context.attach(set_span_in_context(span))
+    try:
+        logger.info("order %s placed", "o-1", extra={"order_id": "o-1", "items": 3})
+        logger.warning("slow downstream")  # OTLP says WARN
+    finally:
+        otel_context.detach(token)
+        for handler in handlers:
+            logger.removeHandler(handler)
+    logger.error("outside any span")
+    processor.shutdown()  # exports what is queued
+
+    def message(records: list[ReadableLogRecord]) -> ExportLogsServiceRequest:
+        decoded = ExportLogsServiceRequest.FromString(otlp.encode_logs(records))
+        for record in decoded.resource_logs[0].scope_logs[0].log_records:
+            record.ClearField("observed_time_unix_nano")
+        return decoded
+
+    assert len(ours.records) == 2
+    assert message(ours.records) == message(theirs.records)
+    first = message(ours.records).resource_logs[0].scope_logs[0].log_records[0]
+    assert first.trace_id == (0xABC).to_bytes(16, "big") and first.body.string_value == (
+        "order o-1 placed"
+    )
