@@ -79,6 +79,49 @@ describe('trace-id join', () => {
     );
   });
 
+  it('OTLP log records carry what the stdout lines carry, as the pino instrumentation sent them', async () => {
+    // What the instrumentation's log sending made of a JSON line: body = msg, severity from the
+    // level, the line's time, ids of the active span, the other fields as attributes, `err` as
+    // exception.* attributes.
+    const SEVERITY = { debug: 5, info: 9, warn: 13, error: 17 };
+    const expectedRecord = (line) => {
+      const { level, time, msg, trace_id, span_id, trace_flags, err, ...fields } = line;
+      const exception = err
+        ? { 'exception.type': err.type, 'exception.message': err.message, 'exception.stacktrace': err.stack }
+        : {};
+      return {
+        traceId: trace_id,
+        spanId: span_id,
+        flags: Number.parseInt(trace_flags, 16),
+        timeUnixNano: String(BigInt(Date.parse(time)) * 1_000_000n),
+        observedTimeUnixNano: String(BigInt(Date.parse(time)) * 1_000_000n),
+        severityNumber: SEVERITY[level],
+        severityText: level,
+        body: msg,
+        attributes: { ...fields, ...exception },
+        serviceName: 'api',
+        scope: { name: '@opentelemetry/instrumentation-pino', version: '0.69.0' },
+      };
+    };
+    const paths = ['/inventory/SB-9999?email=ada@example.com', '/inventory/x@example.com', '/error?marker=otlp-logs'];
+    const traces = paths.map((_, i) => `4a${String(i).repeat(30)}`);
+    for (const [i, path] of paths.entries()) {
+      await service.request(path, { headers: { traceparent: `00-${traces[i]}-00f067aa0ba902b7-01` } });
+    }
+    const lines = await waitFor(() => {
+      const found = service.logs.filter((l) => l.trace_id && traces.includes(l.trace_id));
+      return found.length >= 4 && found; // three access lines and `request failed`
+    }, { message: 'stdout lines of the requests' });
+    for (const line of lines) {
+      const record = await waitFor(
+        () => otlp.logRecords().find((r) => r.traceId === line.trace_id && r.body === line.msg),
+        { message: `OTLP record of ${line.msg} in ${line.trace_id}` },
+      );
+      assert.deepEqual(record, expectedRecord(line));
+      assert.deepEqual(Object.keys(record.attributes), Object.keys(expectedRecord(line).attributes));
+    }
+  });
+
   it('/error?kind=handled: the captured event carries the request trace id too', async () => {
     const response = await service.request('/error?kind=handled');
     assert.equal(response.status, 500);

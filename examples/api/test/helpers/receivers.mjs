@@ -238,10 +238,15 @@ export function decodeOtlpLogs(payload) {
         records.push({
           traceId: record.traceId ?? '',
           spanId: record.spanId ?? '',
+          flags: record.flags ?? 0,
+          timeUnixNano: record.timeUnixNano,
+          observedTimeUnixNano: record.observedTimeUnixNano,
+          severityNumber: record.severityNumber,
           severityText: record.severityText,
           body: anyValue(record.body),
           attributes: attributesToObject(record.attributes),
           serviceName: resource['service.name'],
+          scope: scopeLogs.scope,
         });
       }
     }
