@@ -18,7 +18,7 @@ import {
   trace,
 } from '@opentelemetry/api';
 
-import { exemplarFor, httpDuration, httpRequests } from './metrics.mjs';
+import { recordHttpRequest } from './metrics.mjs';
 import { scrubText } from './scrub.mjs';
 import { isUntracedPath } from './tracing-filters.mjs';
 
@@ -62,9 +62,7 @@ export function requestTelemetry({ logger, accessLog, scheme = 'http' }) {
       if (span?.isRecording()) {
         _describe(span, req, res, { method, route, scheme });
       }
-      const labels = { method, route, status_class: `${Math.floor(status / 100)}xx` };
-      httpRequests.inc(labels);
-      httpDuration.observe({ labels, value: seconds, exemplarLabels: exemplarFor(spanContext) });
+      recordHttpRequest(method, route, `${Math.floor(status / 100)}xx`, seconds, spanContext);
       if (_accessLogged(accessLog, spanContext, status)) {
         const fields = {
           method,
