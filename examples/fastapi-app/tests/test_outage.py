@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 import httpx
 import pytest
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 from prometheus_client.parser import text_string_to_metric_families
 from receivers import OtlpReceiver, SentryReceiver
 from services import fastapi_app, free_port
+
+from app.telemetry import _BatchSpanProcessor, _DroppedTelemetry
 
 EXPORT_TIMEOUT_S = 5.0  # what a blocked request would wait at least
 REQUESTS = 400
@@ -85,3 +90,52 @@ def test_requests_do_not_wait_for_broken_backends(kind: str) -> None:
     assert rss_growth < 50, f"RSS grew by {rss_growth:.1f} MB"
     for signal in ("traces", "logs", "errors"):
         assert dropped.get(signal, 0) > 0, f"no dropped {signal} counted: {dropped}"
+
+
+class _StalledExporter(SpanExporter):
+    """A span backend that does not answer until released."""
+
+    def __init__(self) -> None:
+        self.release = threading.Event()
+        self.exported: list[str] = []
+
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        self.release.wait(10)
+        self.exported.extend(span.name for span in spans)
+        return SpanExportResult.SUCCESS
+
+
+def test_a_full_span_queue_keeps_what_it_holds_and_counts_what_it_refuses(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # What telemetry.setup() switches on: the SDK's counts that telemetry_dropped_total reads.
+    monkeypatch.setenv("OTEL_PYTHON_SDK_INTERNAL_METRICS_ENABLED", "true")
+    dropped = _DroppedTelemetry()
+    exporter = _StalledExporter()
+    processor = _BatchSpanProcessor(
+        exporter,
+        max_queue_size=4,
+        max_export_batch_size=4,
+        schedule_delay_millis=60_000,
+        meter_provider=dropped.meter_provider,
+    )
+    provider = TracerProvider()
+    provider.add_span_processor(processor)
+    tracer = provider.get_tracer("test")
+
+    def end_spans(first: int, count: int) -> None:
+        for i in range(first, first + count):
+            tracer.start_span(f"s{i}").end()
+
+    end_spans(0, 4)  # a full batch: the worker takes it and waits on the backend
+    deadline = time.monotonic() + 5
+    while len(processor._batch_processor._queue) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    end_spans(4, 4)  # fills the queue
+    end_spans(8, 6)  # refused: counted, and the queued spans stay
+    exporter.release.set()
+    assert processor.force_flush(5_000)
+    provider.shutdown()
+
+    assert exporter.exported == [f"s{i}" for i in range(8)]
+    assert dropped.totals()[("traces", "queue_full")] == 6
