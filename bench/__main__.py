@@ -22,13 +22,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--only", choices=("fastapi", "node"), help="benchmark one service (default: both)"
     )
-    parser.add_argument("--rounds", type=int, default=3, help="alternated rounds (default 3)")
-    parser.add_argument("--seconds", type=float, default=6.0, help="one run, seconds (default 6)")
+    parser.add_argument("--rounds", type=int, default=5, help="alternated rounds (default 5)")
+    parser.add_argument("--seconds", type=float, default=4.0, help="one run, seconds (default 4)")
     parser.add_argument(
         "--outage-seconds",
         type=float,
-        default=20.0,
-        help="one run against broken backends, seconds (default 20; x rounds = the memory window)",
+        default=12.0,
+        help="one run against broken backends, seconds (default 12; x rounds = the memory window)",
     )
     parser.add_argument(
         "--quick", action="store_true", help="smoke test: 2 s runs, 4 s outage runs"
@@ -49,6 +49,7 @@ def main(argv: list[str] | None = None) -> int:
         outage_seconds=4.0 if args.quick else args.outage_seconds,
         rounds=args.rounds,
         warmup_seconds=1.0 if args.quick else 2.0,
+        outage_warmup_seconds=2.0 if args.quick else 20.0,
         services=(args.only,) if args.only else ("fastapi", "node"),
     )
     load_before = os.getloadavg()[0]

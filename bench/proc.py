@@ -26,14 +26,12 @@ def rss_mb(pid: int) -> float:
 
 
 def find_process(pid: int, name: str, timeout: float = 10.0) -> int:
-    """``pid`` itself or the first process named ``name`` below it (``npm start`` runs node as a
-    grandchild; the server's CPU is node's, not npm's)."""
-    if _name(pid) == name:
-        return pid
+    """The first process below ``pid`` that runs the program ``name``, or ``pid`` itself when
+    none does and it runs ``name`` (``npm start`` runs node as a grandchild, and npm is a node
+    program itself; the server's CPU is the grandchild's)."""
     deadline = time.monotonic() + timeout
     while True:
         parents: dict[int, list[int]] = {}
-        names: dict[int, str] = {}
         for entry in Path("/proc").iterdir():
             if not entry.name.isdigit():
                 continue
@@ -41,20 +39,28 @@ def find_process(pid: int, name: str, timeout: float = 10.0) -> int:
                 stat = (entry / "stat").read_text()
             except OSError:
                 continue
-            child = int(entry.name)
-            names[child] = stat[stat.index("(") + 1 : stat.rindex(")")]
             parent = int(stat[stat.rindex(")") + 2 :].split()[1])
-            parents.setdefault(parent, []).append(child)
+            parents.setdefault(parent, []).append(int(entry.name))
         queue = list(parents.get(pid, []))
         while queue:
             child = queue.pop(0)
-            if names.get(child) == name:
+            if _runs(child, name):
                 return child
             queue.extend(parents.get(child, []))
+        if _runs(pid, name):
+            return pid
         if time.monotonic() > deadline:
             raise RuntimeError(f"no process named {name!r} below pid {pid}")
         time.sleep(0.1)
 
 
-def _name(pid: int) -> str:
-    return Path(f"/proc/{pid}/comm").read_text().strip()
+def _runs(pid: int, name: str) -> bool:
+    """By command name or by executable: Node 22 and later name their main thread, and with it
+    the process's command name, ``MainThread``."""
+    try:
+        return (
+            Path(f"/proc/{pid}/comm").read_text().strip() == name
+            or Path(f"/proc/{pid}/exe").readlink().name == name
+        )
+    except OSError:
+        return False

@@ -272,7 +272,9 @@ def markdown(
         )
         + f"wrk 1 thread, {load.CONNECTIONS} connections; {settings.rounds} alternated rounds of "
         f"{settings.seconds:g} s per case ({settings.outage_seconds:g} s for outage cases) "
-        f"after {settings.warmup_seconds:g} s warm-up. CPU/request = the server process's "
+        f"after {settings.warmup_seconds:g} s warm-up; the outage servers first run "
+        f"{settings.outage_warmup_seconds:g} s against healthy backends, which then go away "
+        "(refused) or stop answering (hang). CPU/request = the server process's "
         "utime+stime (all threads, exporters included) / requests completed; `runs` lists it "
         "per round. Latencies are wrk's, at saturation.",
         f"- Load average (1 min) before / after the run: {load_average[0]:.1f} / "

@@ -31,7 +31,7 @@ from bench import load, proc
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "support"))
 from receivers import OtlpReceiver, SentryReceiver
-from services import FASTAPI_DIR, NODE_DIR, REPO, Service, free_port, run_service
+from services import FASTAPI_DIR, NODE_DIR, REPO, Service, run_service
 
 SERVER_CPU = 0
 LOAD_CPU = 1
@@ -41,10 +41,15 @@ _SERVER_SPAN = 2  # SpanKind SERVER in OTLP
 
 @dataclass(frozen=True)
 class Settings:
-    seconds: float = 6.0  # one measured run
-    outage_seconds: float = 20.0  # one run against broken backends; x rounds = a minute
-    rounds: int = 3
+    seconds: float = 4.0  # one measured run
+    outage_seconds: float = 12.0  # one run against broken backends; x rounds = a minute
+    # Five short rounds rather than three long ones: a median of five shrugs off two disturbed
+    # runs, and this machine's CPU time per request drifts by up to a third within a minute.
+    rounds: int = 5
     warmup_seconds: float = 2.0
+    # Healthy load before an outage begins: the time a Node or Python server takes to grow its
+    # heap to its working size (~20 s here), which is not memory the outage costs.
+    outage_warmup_seconds: float = 20.0
     services: tuple[str, ...] = ("fastapi", "node")
 
 
@@ -170,6 +175,7 @@ class _Backends:
     env: dict[str, str]
     otlp: _CountingOtlpReceiver | None = None
     sentry: SentryReceiver | None = None
+    begin_outage: Callable[[], None] | None = None
 
 
 def _healthy(stack: contextlib.ExitStack) -> _Backends:
@@ -183,27 +189,24 @@ def _healthy(stack: contextlib.ExitStack) -> _Backends:
     return _Backends(env, otlp, sentry)
 
 
-def _refused() -> _Backends:
-    otlp, sentry = free_port(), free_port()  # nothing listens there
-    return _Backends(
-        {
-            "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": f"http://127.0.0.1:{otlp}/v1/traces",
-            "OTEL_EXPORTER_OTLP_LOGS_ENDPOINT": f"http://127.0.0.1:{otlp}/otlp/v1/logs",
-            "SENTRY_DSN": f"http://publickey@127.0.0.1:{sentry}/1",
-        }
-    )
+def _outage(stack: contextlib.ExitStack, kind: str) -> _Backends:
+    """Receivers that work until the outage begins (``begin_outage``): then they go away
+    (``refused``: connections refused, open ones cut off) or accept and never answer (``hang``).
+    The server has run against healthy backends first, as a service in production has when its
+    backends fail, so the memory figure is what the outage adds, not the heap's warm-up."""
+    backends = _healthy(stack)
+    assert backends.otlp is not None and backends.sentry is not None
+    receivers = (backends.otlp, backends.sentry)
 
+    def begin() -> None:
+        for receiver in receivers:
+            if kind == "refused":
+                receiver.go_down()
+            else:
+                receiver.mode = "hang"
 
-def _hanging(stack: contextlib.ExitStack) -> _Backends:
-    otlp = stack.enter_context(OtlpReceiver(mode="hang"))
-    sentry = stack.enter_context(SentryReceiver(mode="hang"))
-    return _Backends(
-        {
-            "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": otlp.traces_endpoint,
-            "OTEL_EXPORTER_OTLP_LOGS_ENDPOINT": otlp.logs_endpoint,
-            "SENTRY_DSN": sentry.dsn,
-        }
-    )
+    # The outage's receivers answer nothing the report reads.
+    return _Backends(backends.env, begin_outage=begin)
 
 
 def _deprioritise_receiver_threads() -> None:
@@ -484,8 +487,8 @@ def run_service_bench(spec: ServiceSpec, settings: Settings, pin: bool) -> Servi
             "bare": None,
             "full": _healthy(stack),
             "prod": _healthy(stack),
-            "refused": _refused(),
-            "hang": _hanging(stack),
+            "refused": _outage(stack, "refused"),
+            "hang": _outage(stack, "hang"),
         }
         _deprioritise_receiver_threads()
         _log(f"{spec.key}: starting {', '.join(variants)}")
@@ -507,9 +510,13 @@ def run_service_bench(spec: ServiceSpec, settings: Settings, pin: bool) -> Servi
 
         _log(f"{spec.key}: warming up")
         for variant, server in servers.items():
+            outage = server.backends.begin_outage if server.backends else None
             for mix in (False, True) if variant == "full" else (False,):
-                warm = _wrk(server, spec, mix, settings.warmup_seconds, pin)
+                seconds = settings.outage_warmup_seconds if outage else settings.warmup_seconds
+                warm = _wrk(server, spec, mix, seconds, pin)
                 server.requests_sent += warm.requests
+            if outage is not None:
+                outage()
 
         results = {case.key: CaseResult(case) for case in CASES}
         rss_start = {v: proc.rss_mb(s.pid) for v, s in servers.items()}

@@ -6,7 +6,8 @@
   chunked or not, as sentry-sdk and @sentry/node send them.
 
 Both listen on an ephemeral loopback port in a background thread. ``mode`` makes them misbehave
-the way a broken backend does: ``"hang"`` accepts and never answers, ``"error"`` answers 503.
+the way a broken backend does: ``"hang"`` accepts and never answers, ``"error"`` answers 503;
+``go_down()`` takes a running receiver away (connections refused from then on).
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsSer
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 
-Mode = Literal["ok", "hang", "error"]
+Mode = Literal["ok", "hang", "error", "down"]
 T = TypeVar("T")
 
 
@@ -134,6 +135,10 @@ class _Receiver:
             protocol_version = "HTTP/1.1"
 
             def do_POST(self) -> None:
+                if receiver.mode == "down":
+                    # Cut off unanswered, as by a backend that went away.
+                    self.close_connection = True
+                    return
                 if receiver.mode == "hang":
                     # Keep the connection open without answering until the test ends.
                     receiver._release.wait(timeout=120)
@@ -158,6 +163,13 @@ class _Receiver:
 
     def _handle(self, path: str, headers: Any, body: bytes) -> tuple[int, bytes]:
         raise NotImplementedError
+
+    def go_down(self) -> None:
+        """The backend goes away while clients use it: new connections are refused, and a
+        request on a connection that is already open is cut off unanswered."""
+        self.mode = "down"
+        self._server.shutdown()
+        self._server.socket.close()
 
     def __enter__(self: T) -> T:
         self._thread.start()  # type: ignore[attr-defined]
