@@ -22,7 +22,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--only", choices=("fastapi", "node"), help="benchmark one service (default: both)"
     )
-    parser.add_argument("--rounds", type=int, default=5, help="alternated rounds (default 5)")
+    parser.add_argument("--rounds", type=int, help="alternated rounds (default 5; 2 with --quick)")
     parser.add_argument("--seconds", type=float, default=4.0, help="one run, seconds (default 4)")
     parser.add_argument(
         "--outage-seconds",
@@ -31,7 +31,7 @@ def main(argv: list[str] | None = None) -> int:
         help="one run against broken backends, seconds (default 12; x rounds = the memory window)",
     )
     parser.add_argument(
-        "--quick", action="store_true", help="smoke test: 2 s runs, 4 s outage runs"
+        "--quick", action="store_true", help="smoke test: 2 rounds of 2 s runs, 4 s outage runs"
     )
     parser.add_argument(
         "--output",
@@ -41,6 +41,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--strict", action="store_true", help="exit 1 if a target is not met")
     args = parser.parse_args(argv)
+    if args.rounds is None:
+        args.rounds = 2 if args.quick else 5
     if args.rounds < 1 or args.seconds <= 0 or args.outage_seconds <= 0:
         parser.error("--rounds must be >= 1 and durations > 0")
 
