@@ -295,7 +295,10 @@ class SpanExporter(OTLPSpanExporter):
         self._encoder = _Encoder(scrub)
 
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
-        ok = _export(self, len(spans), lambda: self._encoder.spans(spans))
+        count = len(spans)
+        data = _encode(self, count, self._encoder.spans, spans)
+        del spans  # before sending: see _send
+        ok = data is not None and _send(self, count, data)
         return SpanExportResult.SUCCESS if ok else SpanExportResult.FAILURE
 
 
@@ -307,27 +310,47 @@ class LogExporter(OTLPLogExporter):
         self._encoder = _Encoder()
 
     def export(self, batch: Sequence[ReadableLogRecord]) -> LogRecordExportResult:
-        ok = _export(self, len(batch), lambda: self._encoder.logs(batch))
+        count = len(batch)
+        data = _encode(self, count, self._encoder.logs, batch)
+        del batch  # before sending: see _send
+        ok = data is not None and _send(self, count, data)
         return LogRecordExportResult.SUCCESS if ok else LogRecordExportResult.FAILURE
 
 
-def _export(exporter: Any, count: int, encode: Callable[[], bytes]) -> bool:
-    """The SDK exporters' own ``export`` (opentelemetry-exporter-otlp-proto-http 1.45), with
-    the encoding step swapped: same size limit, HTTP client and self-metrics."""
+# The SDK exporters' own ``export`` (opentelemetry-exporter-otlp-proto-http 1.45) in two steps,
+# with the encoding swapped: same size limit, HTTP client and self-metrics.
+
+
+def _encode(exporter: Any, count: int, encode: Callable[[Any], bytes], batch: Any) -> bytes | None:
     if exporter._shutdown:
         _log.warning("exporter already shut down, ignoring batch")
-        return False
-    with exporter._metrics.export_operation(count) as result:
-        try:
-            data = encode()
-        except Exception as error:  # an encoding bug must cost one batch, not the thread
-            _log.error("failed to encode an OTLP batch: %s", error)
+        return None
+    try:
+        data = encode(batch)
+    except Exception as error:  # an encoding bug must cost one batch, not the thread
+        _log.error("failed to encode an OTLP batch: %s", error)
+        with exporter._metrics.export_operation(count) as result:
             result.error = error
-            return False
-        if _is_request_too_large(data, exporter._max_request_size):
-            _log.warning("dropping an OTLP batch of %d bytes: over max_request_size", len(data))
+        return None
+    if _is_request_too_large(data, exporter._max_request_size):
+        _log.warning("dropping an OTLP batch of %d bytes: over max_request_size", len(data))
+        with exporter._metrics.export_operation(count) as result:
             result.error = ValueError("request too large")
-            return False
+        return None
+    return data
+
+
+def _send(exporter: Any, count: int, data: bytes) -> bool:
+    """Sends an encoded batch, with the SDK client's retries.
+
+    No frame on the way here may still hold the batch. Each failed attempt leaves reference
+    cycles in the HTTP stack (an exception whose traceback holds the frame that holds the
+    exception), and a frame keeps its callers' frames alive: those cycles live through the
+    retries' back-off, end up in the oldest generation, and wait for a full collection. While
+    a backend refused connections, 60 s of load left about 14 batches (7,000 spans and log
+    records) held that way, on top of the full queues.
+    """
+    with exporter._metrics.export_operation(count) as result:
         sent = exporter._client.export(data)
         if not sent.success:
             result.error = sent.error
