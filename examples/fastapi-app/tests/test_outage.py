@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import gc
+import os
+import subprocess
+import sys
 import threading
 import time
 import weakref
@@ -165,3 +168,46 @@ def test_a_batch_that_could_not_be_sent_is_freed_when_the_export_returns() -> No
     finally:
         gc.enable()
     assert held == 0, f"{held} of 64 spans outlived their failed export"
+
+
+@pytest.mark.parametrize("before", [None, "false"])
+def test_setup_counts_drops_without_leaving_the_sdk_switch_on(before: str | None) -> None:
+    # The SDK's self-metrics switch is on while the processors are made (their drop counts
+    # feed telemetry_dropped_total), then as it was: tracers made later would otherwise count
+    # every span they start, for nothing, and child processes would inherit it.
+    script = """
+import os, sys
+from app.settings import load_settings
+from app import telemetry
+from app.telemetry import _BatchSpanProcessor
+active = telemetry.setup(load_settings())
+processor = active.tracer_provider._active_span_processor._span_processors[0]
+assert isinstance(processor, _BatchSpanProcessor)
+for i in range(8):
+    active.tracer_provider.get_tracer("t").start_span(f"s{i}").end()
+active.tracer_provider.force_flush(2000)
+dropped = sum(n for (signal, _), n in active.dropped.totals().items() if signal == "traces")
+print("RESULT", os.environ.get("OTEL_PYTHON_SDK_INTERNAL_METRICS_ENABLED"), dropped)
+"""
+    env = {
+        **os.environ,
+        "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": f"http://127.0.0.1:{free_port()}/v1/traces",
+        "OTEL_EXPORTER_OTLP_TIMEOUT": "1",
+    }
+    env.pop("OTEL_PYTHON_SDK_INTERNAL_METRICS_ENABLED", None)
+    if before is not None:
+        env["OTEL_PYTHON_SDK_INTERNAL_METRICS_ENABLED"] = before
+    done = subprocess.run(
+        [sys.executable, "-c", script],
+        cwd=Path(__file__).resolve().parents[1],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    result = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
+    assert result, done.stdout
+    _, switch, dropped = result[-1].split()
+    assert switch == str(before)
+    assert float(dropped) == 8, "the refused export's spans were not counted as dropped"
