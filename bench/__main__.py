@@ -51,6 +51,7 @@ def main(argv: list[str] | None = None) -> int:
         outage_seconds=4.0 if args.quick else args.outage_seconds,
         rounds=args.rounds,
         warmup_seconds=1.0 if args.quick else 2.0,
+        rewarm_seconds=1.0 if args.quick else 5.0,
         outage_warmup_seconds=2.0 if args.quick else 20.0,
         services=(args.only,) if args.only else ("fastapi", "node"),
     )

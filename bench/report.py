@@ -272,7 +272,9 @@ def markdown(
         )
         + f"wrk 1 thread, {load.CONNECTIONS} connections; {settings.rounds} alternated rounds of "
         f"{settings.seconds:g} s per case ({settings.outage_seconds:g} s for outage cases) "
-        f"after {settings.warmup_seconds:g} s warm-up; the outage servers first run "
+        f"after {settings.warmup_seconds:g} s warm-up, each run preceded by "
+        f"{settings.rewarm_seconds:g} s of unmeasured load (steady state, not a server waking "
+        "from idle); the outage servers first run "
         f"{settings.outage_warmup_seconds:g} s against healthy backends, which then go away "
         "(refused) or stop answering (hang). CPU/request = the server process's "
         "utime+stime (all threads, exporters included) / requests completed; `runs` lists it "

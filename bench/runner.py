@@ -47,6 +47,12 @@ class Settings:
     # runs, and this machine's CPU time per request drifts by up to a third within a minute.
     rounds: int = 5
     warmup_seconds: float = 2.0
+    # Unmeasured load right before each run. Between its runs a server idles while the other
+    # cases run (~40-60 s), and an instrumented Node server then takes 3-5 s of load to get
+    # back to its steady CPU per request (bare Express: 1 s). A 4 s run straight after the
+    # idle measured that restart: 25-35% more CPU per request than the steady state. FastAPI
+    # shows no such effect. Capacity is the steady state.
+    rewarm_seconds: float = 5.0
     # Healthy load before an outage begins: the time a Node or Python server takes to grow its
     # heap to its working size (~20 s here), which is not memory the outage costs.
     outage_warmup_seconds: float = 20.0
@@ -528,6 +534,8 @@ def run_service_bench(spec: ServiceSpec, settings: Settings, pin: bool) -> Servi
                 _log(
                     f"{spec.key}: round {round_no + 1}/{settings.rounds} {case.key} ({seconds:g}s)"
                 )
+                rewarm = _wrk(server, spec, False, settings.rewarm_seconds, pin)
+                server.requests_sent += rewarm.requests
                 sentry = server.backends.sentry if server.backends else None
                 events_before = len(_error_events(sentry)) if sentry else 0
                 dropped_before = _dropped(server).get("errors", 0.0) if case.mix else 0.0
