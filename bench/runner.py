@@ -334,6 +334,7 @@ class CaseResult:
     case: Case
     runs: list[Run] = field(default_factory=list)
     rss_growth_mb: float | None = None
+    unmeasured_seconds: float = 0.0  # the load before each run (rewarm_seconds)
     dropped: dict[str, float] = field(default_factory=dict)
     errors_sent: int = 0
     errors_joined: int = 0
@@ -381,7 +382,9 @@ class CaseResult:
 
     @property
     def load_seconds(self) -> float:
-        return sum(r.load.seconds for r in self.runs)
+        """All the load the server took in this case, the unmeasured part included: the span
+        of the memory figure."""
+        return sum(r.load.seconds for r in self.runs) + self.unmeasured_seconds
 
 
 CASES = (
@@ -536,6 +539,7 @@ def run_service_bench(spec: ServiceSpec, settings: Settings, pin: bool) -> Servi
                 )
                 rewarm = _wrk(server, spec, False, settings.rewarm_seconds, pin)
                 server.requests_sent += rewarm.requests
+                results[case.key].unmeasured_seconds += rewarm.seconds
                 sentry = server.backends.sentry if server.backends else None
                 events_before = len(_error_events(sentry)) if sentry else 0
                 dropped_before = _dropped(server).get("errors", 0.0) if case.mix else 0.0
