@@ -129,10 +129,14 @@ def _at_least(
     service: str, name: str, base: CaseResult, case: CaseResult, threshold: float
 ) -> Target:
     capacity = _ratio(base.cpu_us, case.cpu_us)
+    # Round i of every case runs in the same pass, a minute or so apart: their ratios show
+    # how far the machine's noise moves the figure around the median's verdict.
+    paired = [_ratio(b, c) for b, c in zip(base.cpu_us_runs, case.cpu_us_runs, strict=False)]
+    spread = f"; rounds {min(paired):.2f}-{max(paired):.2f}x" if len(paired) > 1 else ""
     return Target(
         service,
         name,
-        f"{capacity:.2f}x ({case.cpu_us:.0f} vs {base.cpu_us:.0f} us CPU/request)",
+        f"{capacity:.2f}x ({case.cpu_us:.0f} vs {base.cpu_us:.0f} us CPU/request{spread})",
         f">= {threshold}x",
         capacity >= threshold,
     )
