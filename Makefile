@@ -18,7 +18,7 @@ help: ## list the targets
 
 setup: setup-python setup-node setup-system ## install everything the tests and tools need
 
-setup-python: $(VENV)/.synced
+setup-python: $(VENV)/.synced ## the Python venv (.venv) with the pinned packages and the signalbox CLI
 $(VENV)/.synced: requirements.lock pyproject.toml
 	python3 -m venv $(VENV)
 	$(VENV)/bin/pip install --quiet uv==0.13.8
@@ -60,11 +60,11 @@ bench: setup ## instrumentation overhead and outage benchmarks
 lock: ## re-pin Python dependencies after editing pyproject.toml or requirements.in
 	scripts/lock.sh
 
-up: ## start the local stack
-	docker compose up -d --build
+up: ## start the local stack (Docker Compose v2: the docker plugin or .tools/bin/docker-compose)
+	@scripts/compose.sh up -d --build
 
-down:
-	docker compose down
+down: ## stop the local stack
+	@scripts/compose.sh down
 
 verify: setup-python ## prove the trace-id join on a running stack (see README)
 	$(VENV)/bin/signalbox verify --compose
