@@ -10,8 +10,16 @@ from signalbox import __version__
 from signalbox.report import EXIT_MISUSE
 
 
+class _PlainParser(argparse.ArgumentParser):
+    """Help in plain text: the docstrings used as descriptions are reStructuredText, whose
+    double-backtick literals mean nothing in a terminal. Subcommands inherit the class."""
+
+    def format_help(self) -> str:
+        return super().format_help().replace("``", "")
+
+
 def _build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _PlainParser(
         prog="signalbox",
         description="Validate the Signalbox bundle offline and verify a running stack.",
     )
