@@ -3,7 +3,9 @@
 
 The schemas (src/signalbox/schemas/loki-<v>.yaml, tempo-<v>.yaml) list every configuration key
 the pinned release accepts, taken from that release's own generated reference documents, plus
-a hand-maintained list of keys that older releases accepted and the pinned one refuses.
+hand-maintained lists of keys that older releases accepted and the pinned one refuses, and of
+keys it still accepts but has deprecated (checked in the release's code: its docs may already
+call them removed).
 
 Run it when the pinned image version changes, against a checkout of the upstream repository at
 the release tag, then review the diff:
@@ -128,11 +130,6 @@ _TEMPO_REMOVED: list[dict[str, str]] = [
         "hint": "removed; retention is backend_worker.compaction.block_retention",
     },
     {
-        "path": "metrics_generator_client",
-        "since": "3.0",
-        "hint": "removed; the generator runs in-process (monolithic) or reads Kafka",
-    },
-    {
         "path": "metrics_generator.processor.local_blocks",
         "since": "3.0",
         "hint": "removed; block building is done by the live-store/block-builder",
@@ -143,10 +140,31 @@ _TEMPO_REMOVED: list[dict[str, str]] = [
         "hint": "removed with the local-blocks processor",
     },
     {
+        # tempodb/encoding/versioned.go FromVersion knows vParquet3, vParquet4, vParquet5 only.
         "path": "storage.trace.block.version",
         "since": "3.0",
-        "hint": "only vParquet4 or later is readable; remove or set vParquet4/vParquet5",
-        "only_values": "v2,vParquet,vParquet2,vParquet3",
+        "hint": "not a valid block version any more; remove it (vParquet4 is the default)",
+        "only_values": "v2,vParquet,vParquet2",
+    },
+]
+
+# Keys (or values) the release still accepts but has deprecated: `signalbox validate` warns.
+# Read in the tagged release's code, not only its docs: the docs already call these removed.
+_TEMPO_DEPRECATED: list[dict[str, str]] = [
+    {
+        # cmd/tempo/app/config.go: `map[string]any`, "kept for one-release config
+        # compatibility", read by nothing.
+        "path": "metrics_generator_client",
+        "since": "3.0",
+        "hint": "ignored (the generator runs in-process or reads Kafka); remove the block",
+    },
+    {
+        # parquet.md and migrate-to-3.md say vParquet3 is gone, yet vparquet3.Encoding still
+        # writes (WritesSupported) and FromVersionForWrites accepts it.
+        "path": "storage.trace.block.version",
+        "since": "3.0",
+        "hint": "vParquet3 is documented as removed; use vParquet4 (the default)",
+        "only_values": "vParquet3",
     },
 ]
 _TEMPO_UPGRADE_DOC = (
@@ -169,6 +187,8 @@ _TEMPO_EXTRA: dict[str, Any] = {
     },
     # Receivers are OpenTelemetry Collector receiver configs (otlp, jaeger, zipkin, ...).
     "distributor": {"receivers": {"*": None}, "log_received_spans": {"*": None}},
+    # Deprecated (see _TEMPO_DEPRECATED), still a `map[string]any` field of the root config.
+    "metrics_generator_client": {"*": None},
 }
 
 
@@ -339,8 +359,11 @@ _HEADER = """\
 # keys: every accepted key; a null leaf takes any scalar value, "*" stands for any key
 # (maps such as external_labels), "[]" for the items of a list of blocks.
 # removed: keys that older releases accepted and {product} {minor} refuses at start-up.
-# Reference: {reference}
+{deprecated_note}# Reference: {reference}
 """
+_DEPRECATED_NOTE = (
+    "# deprecated: keys (with only_values: values) {product} {minor} accepts but has deprecated.\n"
+)
 
 
 def main() -> int:
@@ -365,6 +388,7 @@ def main() -> int:
                 tag=tag,
                 source="docs/sources/shared/configuration.md",
                 reference="https://grafana.com/docs/loki/latest/configure/",
+                deprecated_note="",
             ),
             {
                 "product": "loki",
@@ -386,6 +410,7 @@ def main() -> int:
                 tag=tag,
                 source="docs/sources/tempo/configuration/manifest.md + _index.md overrides",
                 reference="https://grafana.com/docs/tempo/latest/configuration/",
+                deprecated_note=_DEPRECATED_NOTE.format(product="Tempo", minor=args.tempo_minor),
             ),
             {
                 "product": "tempo",
@@ -393,6 +418,7 @@ def main() -> int:
                 "generated_from": tag,
                 "upgrade_guide": _TEMPO_UPGRADE_DOC,
                 "removed": _TEMPO_REMOVED,
+                "deprecated": _TEMPO_DEPRECATED,
                 "keys": _tempo_tree(args.tempo),
             },
         )

@@ -81,6 +81,30 @@ def test_packaged_schemas_know_the_keys_the_stack_uses_and_refuse_removed_ones()
     tempo = _keyschema.load("tempo-3.0")
     assert "block_retention" in tempo.keys["backend_worker"]["compaction"]
     assert "trace_id_label_name" in tempo.keys["overrides"]["defaults"]["metrics_generator"]
-    for removed in ("ingester", "compactor", "metrics_generator_client"):
+    for removed in ("ingester", "compactor", "ingester_client"):
         assert removed in tempo.removed
         assert removed not in tempo.keys, f"{removed} is removed in Tempo 3.0"
+
+
+def _tempo_problems(document: dict[str, object]) -> list[tuple[str, bool]]:
+    problems, _ = _keyschema.load("tempo-3.0").check(document)
+    return [(p.path, p.warning) for p in problems]
+
+
+def test_tempo_schema_accepts_what_3_0_3_still_accepts_with_a_warning() -> None:
+    """Tempo 3.0.3's code keeps `metrics_generator_client` (a map[string]any "kept for
+    one-release config compatibility") and still writes vParquet3 blocks, although the 3.0 docs
+    call both removed: start-up succeeds, so the schema warns instead of refusing."""
+    assert _tempo_problems({"metrics_generator_client": {"grpc_compression": "snappy"}}) == [
+        ("metrics_generator_client", True)
+    ]
+    block = {"storage": {"trace": {"block": {"version": "vParquet3"}}}}
+    assert _tempo_problems(block) == [("storage.trace.block.version", True)]
+
+
+def test_tempo_schema_refuses_block_versions_3_0_3_cannot_open() -> None:
+    for version in ("v2", "vParquet2"):
+        block = {"storage": {"trace": {"block": {"version": version}}}}
+        assert _tempo_problems(block) == [("storage.trace.block.version", False)]
+    for version in ("vParquet4", "vParquet5"):
+        assert _tempo_problems({"storage": {"trace": {"block": {"version": version}}}}) == []

@@ -7,6 +7,8 @@ to fix the problem (asserted as substrings, together with where it was found).
 
 from __future__ import annotations
 
+import io
+import json
 from pathlib import Path
 
 import pytest
@@ -21,7 +23,7 @@ from signalbox.checks import (
     tempo,
     yaml_lint,
 )
-from signalbox.report import Finding, Status
+from signalbox.report import EXIT_OK, Finding, Status, exit_code, render
 
 FIXTURES = Path(__file__).parent / "fixtures" / "validate"
 REPO = Path(__file__).resolve().parents[1]
@@ -116,7 +118,8 @@ FAILING = [
             "tempo.yaml: compactor | refused by Tempo 3.0 (removed in 3.0): removed; retention "
             "is backend_worker.compaction.block_retention",
             "metrics_generator.processor.local_blocks | refused by Tempo 3.0",
-            "storage.trace.block.version | refused by Tempo 3.0",
+            "storage.trace.block.version | refused by Tempo 3.0 (removed in 3.0): not a valid "
+            "block version",
             "trace_id_lable_name | unknown key for Tempo 3.0; did you mean trace_id_label_name?",
             "protocols.grpc.endpoint | '(default)' listens on localhost only",
             "remote_write | send_exemplars: true is needed",
@@ -209,3 +212,25 @@ def test_compose_reports_every_required_variable_by_name() -> None:
     fail_fast = [f for f in findings if "when unset" in f.message]
     assert [f.status for f in fail_fast] == [Status.PASSED]
     assert "ADMIN_PASSWORD" in fail_fast[0].message
+
+
+def test_deprecated_tempo_keys_are_warnings_and_validate_still_exits_0() -> None:
+    findings = tempo.run(FIXTURES / "tempo" / "deprecated")
+    warnings = [f"{f.location} | {f.message}" for f in findings if f.status is Status.WARNING]
+    assert warnings == [
+        "tempo/tempo.yaml: metrics_generator_client | deprecated in Tempo 3.0, still accepted "
+        "by 3.0: ignored (the generator runs in-process or reads Kafka); remove the block",
+        "tempo/tempo.yaml: storage.trace.block.version | deprecated in Tempo 3.0, still "
+        "accepted by 3.0: vParquet3 is documented as removed; use vParquet4 (the default)",
+    ]
+    assert _failed(findings) == []
+    assert any(f.status is Status.PASSED for f in findings)
+    assert exit_code(findings) == EXIT_OK
+    out = io.StringIO()
+    render(findings, "json", out)
+    document = json.loads(out.getvalue())
+    assert document["ok"] is True
+    assert document["counts"] == {"passed": 1, "failed": 0, "warning": 2, "skipped": 0}
+    text = io.StringIO()
+    render(findings, "text", text)
+    assert "OK: 1 passed, 0 failed, 2 warnings, 0 skipped" in text.getvalue()

@@ -3,6 +3,9 @@
 Every command collects all findings first, then reports once: a human table (or JSON with
 ``--output json``) on stdout, diagnostics on stderr, and an exit code:
 0 all good, 1 a check failed, 2 misuse.
+
+A warning is a finding that works today but should be changed (a configuration key the pinned
+release still accepts but has deprecated): it is reported, and it does not fail the command.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ EXIT_MISUSE = 2
 class Status(StrEnum):
     PASSED = "passed"
     FAILED = "failed"
+    WARNING = "warning"
     SKIPPED = "skipped"
 
 
@@ -44,11 +48,16 @@ class Finding:
         return cls(check, Status.FAILED, message, location, details)
 
     @classmethod
+    def warning(cls, check: str, message: str, location: str = "", **details: Any) -> Finding:
+        return cls(check, Status.WARNING, message, location, details)
+
+    @classmethod
     def skipped(cls, check: str, message: str, location: str = "", **details: Any) -> Finding:
         return cls(check, Status.SKIPPED, message, location, details)
 
 
 def exit_code(findings: Iterable[Finding]) -> int:
+    """1 when a check failed; warnings alone exit 0."""
     return EXIT_FAILED if any(f.status is Status.FAILED for f in findings) else EXIT_OK
 
 
@@ -57,7 +66,7 @@ def render(findings: list[Finding], output: str, stream: TextIO = sys.stdout) ->
     if output == "json":
         document = {
             "ok": exit_code(findings) == EXIT_OK,
-            "counts": {s.value: sum(f.status is s for f in findings) for s in Status},
+            "counts": _counts(findings),
             "findings": [asdict(f) for f in findings],
         }
         json.dump(document, stream, indent=2, default=str)
@@ -75,13 +84,26 @@ def _render_text(findings: list[Finding], stream: TextIO) -> None:
     table = Table(show_header=True, header_style="bold", expand=False)
     for column in ("check", "status", "location", "message"):
         table.add_column(column, overflow="fold")
-    style = {Status.PASSED: "green", Status.FAILED: "red", Status.SKIPPED: "yellow"}
+    style = {
+        Status.PASSED: "green",
+        Status.FAILED: "red",
+        Status.WARNING: "magenta",
+        Status.SKIPPED: "yellow",
+    }
     for f in findings:
         table.add_row(f.check, f"[{style[f.status]}]{f.status.value}[/]", f.location, f.message)
     console.print(table)
-    counts = {s: sum(f.status is s for f in findings) for s in Status}
-    verdict = "FAILED" if counts[Status.FAILED] else "OK"
-    console.print(
-        f"{verdict}: {counts[Status.PASSED]} passed, {counts[Status.FAILED]} failed, "
-        f"{counts[Status.SKIPPED]} skipped"
-    )
+    counts = _counts(findings)
+    verdict = "FAILED" if counts["failed"] else "OK"
+    words = {"warning": "warnings"}
+    summary = ", ".join(f"{n} {words.get(status, status)}" for status, n in counts.items())
+    console.print(f"{verdict}: {summary}")
+
+
+def _counts(findings: list[Finding]) -> dict[str, int]:
+    """Findings per status; ``warning`` only when there is one, so that commands that never
+    warn (verify) keep the report shape their users parse."""
+    counts = {s.value: sum(f.status is s for f in findings) for s in Status}
+    if not counts[Status.WARNING.value]:
+        del counts[Status.WARNING.value]
+    return counts

@@ -1,8 +1,10 @@
 """Checks a YAML configuration against a versioned key schema (src/signalbox/schemas/).
 
 A schema lists every key the pinned release accepts (generated from that release's reference
-documents by scripts/gen-config-schemas.py) and the keys that older releases accepted but the
-pinned one refuses at start-up. Unknown keys are errors too: Loki and Tempo refuse them.
+documents by scripts/gen-config-schemas.py), the keys that older releases accepted but the
+pinned one refuses at start-up, and the keys (or values) it still accepts but has deprecated.
+Unknown and removed keys are errors: Loki and Tempo refuse them. Deprecated ones are warnings:
+the component starts, but the next release may not.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import yaml
 class KeyProblem:
     path: str
     message: str
+    warning: bool = False  # accepted today (deprecated): reported without failing the check
 
 
 @dataclass
@@ -29,6 +32,7 @@ class KeySchema:
     version: str
     keys: dict[str, Any]
     removed: dict[str, dict[str, str]] = field(default_factory=dict)
+    deprecated: dict[str, dict[str, str]] = field(default_factory=dict)
     upgrade_guide: str = ""
     generated_from: str = ""
 
@@ -64,18 +68,27 @@ class KeySchema:
             if removed and _matches_value(removed, child):
                 problems.append(KeyProblem(child_path, self._removed_message(removed)))
                 continue
-            if key in schema:
-                self._walk(child, schema[key], child_path, problems, counter)
-            elif "*" in schema:
-                self._walk(child, schema["*"], child_path, problems, counter)
-            else:
+            if key not in schema and "*" not in schema:
                 problems.append(KeyProblem(child_path, self._unknown_message(key, schema)))
+                continue
+            deprecated = self.deprecated.get(_generic(child_path))
+            if deprecated and _matches_value(deprecated, child):
+                problems.append(
+                    KeyProblem(child_path, self._deprecated_message(deprecated), warning=True)
+                )
+            self._walk(child, schema.get(key, schema.get("*")), child_path, problems, counter)
 
     def _removed_message(self, removed: dict[str, str]) -> str:
         guide = f" ({self.upgrade_guide})" if self.upgrade_guide else ""
         return (
             f"refused by {self.product} {self.version} (removed in {removed.get('since', '?')}): "
             f"{removed.get('hint', '')}{guide}"
+        )
+
+    def _deprecated_message(self, deprecated: dict[str, str]) -> str:
+        return (
+            f"deprecated in {self.product} {deprecated.get('since', '?')}, still accepted by "
+            f"{self.version}: {deprecated.get('hint', '')}"
         )
 
     def _unknown_message(self, key: str, schema: dict[str, Any]) -> str:
@@ -102,6 +115,7 @@ def _from_document(document: dict[str, Any]) -> KeySchema:
         version=str(document["version"]),
         keys=document["keys"],
         removed={entry["path"]: entry for entry in document.get("removed") or []},
+        deprecated={entry["path"]: entry for entry in document.get("deprecated") or []},
         upgrade_guide=str(document.get("upgrade_guide") or ""),
         generated_from=str(document.get("generated_from") or ""),
     )
@@ -179,15 +193,20 @@ def check_component(
     problems, checked = schema.check(document)
     if semantic is not None:
         problems.extend(semantic(document))
-    if problems:
-        return [Finding.failed(check, p.message, f"{location}: {p.path}") for p in problems]
+    findings = []
+    for p in problems:
+        report = Finding.warning if p.warning else Finding.failed
+        findings.append(report(check, p.message, f"{location}: {p.path}"))
+    if any(not p.warning for p in problems):
+        return findings
     return [
+        *findings,
         Finding.passed(
             check,
             f"{checked} keys valid for {schema.product} {schema.version} "
             f"(schema from {schema.generated_from})",
             location,
-        )
+        ),
     ]
 
 
