@@ -167,6 +167,21 @@ def test_downstream_down_shows_up_as_unexpected_statuses(
     assert summary["unexpected"] == {"/chain 503": 40}
 
 
+def test_one_request_at_a_time_is_a_valid_concurrency(
+    services: Services, capsys: pytest.CaptureFixture[str]
+) -> None:
+    before = served(services.app)
+    code = main(
+        ["traffic", "--target", services.app.url, "--rate", "20", "--duration", "0.5",
+         "--concurrency", "1", "--slow-fraction", "0", "--output", "json"]
+    )  # fmt: skip
+    summary = json.loads(capsys.readouterr().out)
+
+    assert code == 0, summary
+    assert summary["requests"] == summary["planned"] == 10
+    assert delta(served(services.app), before, TRAFFIC_ROUTES) == as_classes(summary)
+
+
 def test_unreachable_target_counts_connection_errors(capsys: pytest.CaptureFixture[str]) -> None:
     closed = f"http://127.0.0.1:{free_port()}"
     code = main(
@@ -217,6 +232,8 @@ def test_the_latency_sample_stays_bounded_on_endless_runs() -> None:
         (["--slow-ms", "900:100"], "MIN <= MAX"),
         (["--duration", "-1"], "must be >= 0"),
         (["--error-fraction", "1.5"], "must be >= 0 and <= 1"),
+        (["--concurrency", "0"], "'0' must be >= 1 and <= 1000"),
+        (["--concurrency", "2.5"], "'2.5' is not a whole number"),
     ],
 )
 def test_misuse_exits_2(argv: list[str], message: str, capsys: pytest.CaptureFixture[str]) -> None:

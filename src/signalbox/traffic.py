@@ -90,7 +90,7 @@ def register(subparsers: Any) -> None:
     )
     parser.add_argument(
         "--concurrency",
-        type=lambda s: int(_bounded(1, 1000)(s)),
+        type=_whole(1, 1000),
         default=32,
         help="requests in flight at most (default: %(default)s)",
     )
@@ -604,6 +604,19 @@ def _bounded(low: float, high: float, *, include_low: bool = False) -> Any:
         if not (above and value <= high) or math.isnan(value):
             relation = ">=" if include_low else ">"
             raise argparse.ArgumentTypeError(f"{text!r} must be {relation} {low:g} and <= {high:g}")
+        return value
+
+    return parse
+
+
+def _whole(low: int, high: int) -> Any:
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"{text!r} must be >= {low} and <= {high}")
         return value
 
     return parse
