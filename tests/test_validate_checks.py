@@ -111,6 +111,16 @@ FAILING = [
     ),
     (loki, "loki/bad-version", ["no key schema for loki 3.9 (the Dockerfile's version)"]),
     (
+        loki,
+        "loki/inert-cache",
+        [
+            "loki.yaml: query_range.results_cache | has no effect: Loki reads it only with "
+            "query_range.cache_results: true (default false)",
+            "loki.yaml: query_range.volume_results_cache | has no effect: Loki reads it only "
+            "with query_range.cache_volume_results: true (default true)",
+        ],
+    ),
+    (
         tempo,
         "tempo/bad-2x",
         [
