@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from signalbox import validate
 from signalbox.checks import _tools, compose, dockerfiles, prometheus
 from signalbox.report import Status
 
@@ -55,6 +56,32 @@ def test_exit_2_on_misuse() -> None:
     assert "unknown check kubernetes" in unknown_check.stderr
     bad_output = _validate(str(FIXTURES), "--output", "xml")
     assert bad_output.returncode == 2
+
+
+def test_only_a_signalbox_bundle_is_validated_in_full(tmp_path: Path) -> None:
+    # An empty folder, or an unrelated project: one misuse error, not a failure per check.
+    empty = _validate(str(tmp_path))
+    (tmp_path / "README.md").write_text("# another project\n")
+    (tmp_path / "src").mkdir()
+    unrelated = _validate(str(tmp_path))
+    for result in (empty, unrelated):
+        assert result.returncode == 2
+        assert f"{tmp_path} is not a Signalbox bundle" in result.stderr
+        assert result.stdout == ""
+
+    # One component folder is enough: a partial bundle gets every check, and its part passes.
+    partial = _validate(str(FIXTURES / "tempo" / "good"), "--output", "json")
+    assert partial.returncode == 1
+    statuses = {f["check"]: f["status"] for f in json.loads(partial.stdout)["findings"]}
+    assert statuses["tempo"] == "passed"
+    assert statuses["compose"] == "failed"
+    # The fixtures of the component checks are partial bundles too.
+    for kind in ("compose", "prometheus", "loki", "tempo", "grafana"):
+        for case in (FIXTURES / kind).iterdir():
+            assert validate._is_bundle(case), case
+    # --check picks the checks explicitly, in any folder: a Dockerfile alone is checked.
+    picked = _validate(str(FIXTURES / "dockerfiles" / "good"), "--check", "dockerfiles")
+    assert picked.returncode == 0, picked.stdout + picked.stderr
 
 
 @pytest.fixture
