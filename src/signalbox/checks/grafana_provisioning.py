@@ -9,7 +9,9 @@
 - the Sentry datasource has exactly the plugin's fields (jsonData url, orgSlug, tlsSkipVerify;
   secureJsonData authToken), and the plugin is installed at a pinned version;
 - Prometheus exemplars point at Tempo with the label Tempo's metrics-generator writes; the
-  Loki derived field reads trace_id from structured metadata (matcherType label);
+  Loki derived field reads trace_id from structured metadata (matcherType label) with an
+  anchored label-key regex (``^trace_id$``: Grafana tests it unanchored against every key);
+- no setting the pinned Grafana ignores (the Tempo datasource's ``lokiSearch``);
 - the dashboard provider reads the folder the Dockerfile copies the dashboards to.
 """
 
@@ -57,6 +59,13 @@ _SENTRY_SECURE = {"authToken"}
 # $name or ${name}, not preceded by another $ (Grafana's escape).
 _DOLLAR = re.compile(r"(?<!\$)\$(\{)?([A-Za-z_][A-Za-z0-9_.]*)")
 _TEMPO_DEFAULT_EXEMPLAR_LABEL = "traceID"
+# jsonData keys Grafana 13 no longer reads, per datasource type, and why.
+_INERT_JSON = {
+    "tempo": {
+        "lokiSearch": "Grafana 11 removed the Tempo query editor's Loki search tab; search "
+        "logs in Loki and follow the trace_id link instead",
+    },
+}
 
 
 def run(root: Path) -> list[Finding]:
@@ -325,20 +334,46 @@ def _links(root: Path, datasources: dict[str, dict[str, Any]]) -> list[Finding]:
             )
     for uid, item in by_type.get("loki", []):
         for field in get(item, "jsonData.derivedFields", []) or []:
-            if (
-                isinstance(field, dict)
-                and field.get("datasourceUid") in tempo_uids
-                and field.get("matcherType") != "label"
-            ):
+            if not isinstance(field, dict):
+                continue
+            where = f"{item['_location']}: {uid}"
+            if field.get("datasourceUid") in tempo_uids and field.get("matcherType") != "label":
                 findings.append(
                     Finding.failed(
                         CHECK,
                         f"derived field {field.get('name')} uses a regex over the line; OTLP "
                         "logs carry trace_id as structured metadata: use matcherType: label",
+                        where,
+                    )
+                )
+            if field.get("matcherType") == "label" and not _anchored(field.get("matcherRegex")):
+                findings.append(
+                    Finding.failed(
+                        CHECK,
+                        f"derived field {field.get('name')}: matcherRegex "
+                        f"{field.get('matcherRegex')!r} is not anchored; Grafana links the "
+                        "first label key it matches anywhere in (trace_id also matches "
+                        "parent_trace_id): write ^trace_id$",
+                        where,
+                    )
+                )
+    for uid, item in datasources.items():
+        for key, why in _INERT_JSON.get(str(item.get("type")), {}).items():
+            if key in (item.get("jsonData") or {}):
+                findings.append(
+                    Finding.failed(
+                        CHECK,
+                        f"jsonData.{key} does nothing: {why}; remove it",
                         f"{item['_location']}: {uid}",
                     )
                 )
     return findings
+
+
+def _anchored(regex: Any) -> bool:
+    """``^...$`` as Grafana sees it: provisioning turns ``$$`` into ``$``."""
+    text = str(regex or "").replace("$$", "$")
+    return text.startswith("^") and text.endswith("$") and not text.endswith("\\$")
 
 
 def _tempo_exemplar_label(root: Path) -> str:
