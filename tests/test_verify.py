@@ -9,9 +9,11 @@ Prometheus leg against a real Prometheus is in test_verify_prometheus.py.
 from __future__ import annotations
 
 import json
+import socket
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -506,6 +508,42 @@ def test_nothing_listening_is_reported_as_cannot_connect(
     )
 
 
+def test_unreachable_backends_fail_fast_naming_the_address(
+    capsys: pytest.CaptureFixture[str], stack: FakeStack
+) -> None:
+    # Refused (nothing listens), no connection at all (a full accept queue drops the SYN, as a
+    # firewall would) and a name that does not resolve: waiting until the deadline cannot help.
+    refused = _closed_port_url()
+    with _unanswered_port() as silent:
+        run = verify(
+            capsys,
+            *direct(stack, "--tempo-url", refused, "--loki-url", silent),
+            "--prometheus-url",
+            "http://prometheus.invalid:9090",
+            "--timeout",
+            "30",
+            "--request-timeout",
+            "1",
+        )
+
+    assert run.code == 1
+    assert run.seconds < 6
+    for probe in ("/error", "/chain"):
+        assert (
+            f"cannot connect to Tempo at {refused}/api/v2/traces/"
+            in run.finding(f"tempo {probe}")["message"]
+        )
+        assert (
+            f"cannot connect to Loki at {silent}/loki/api/v1/query_range: no connection"
+            in run.finding(f"loki {probe}")["message"]
+        )
+        assert (
+            "cannot resolve host 'prometheus.invalid'"
+            in run.finding(f"prometheus {probe}")["message"]
+        )
+    assert run.status("sentry /error") == "passed"
+
+
 def test_service_down_fails_every_leg_without_waiting(
     capsys: pytest.CaptureFixture[str], stack: FakeStack
 ) -> None:
@@ -574,9 +612,26 @@ def test_misuse_exits_2_naming_what_to_set(
     assert captured.out == ""
 
 
-def _closed_port_url() -> str:
-    import socket
+@contextmanager
+def _unanswered_port() -> Iterator[str]:
+    """A port whose accept queue is full: Linux drops further SYNs, so connecting times out."""
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen(0)
+        address = server.getsockname()
+        queued = [socket.socket() for _ in range(3)]
+        try:
+            for client in queued:
+                client.setblocking(False)
+                client.connect_ex(address)
+            time.sleep(0.1)
+            yield f"http://127.0.0.1:{address[1]}"
+        finally:
+            for client in queued:
+                client.close()
 
+
+def _closed_port_url() -> str:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]

@@ -71,7 +71,15 @@ async def send(
             json=json_body,
             headers={**endpoint.headers, **(headers or {})},
         )
+    except httpx.ConnectTimeout:
+        # Nothing accepted the connection: a host that is down or a port that is filtered.
+        raise BackendError(
+            f"cannot connect to {endpoint.label} at {_strip(url)}: no connection within "
+            f"{client.timeout.connect} s",
+            fatal=True,
+        ) from None
     except httpx.TimeoutException:
+        # Connected, but the answer is slow: a busy backend may do better on the next poll.
         raise BackendError(
             f"{endpoint.label} did not answer within {_timeout(client)} s ({_strip(url)})",
             fatal=False,
@@ -122,7 +130,13 @@ def decode_json(endpoint: Endpoint, response: httpx.Response) -> Any:
 
 
 def connection_error(label: str, url: str, exc: httpx.TransportError) -> BackendError:
-    """A name that does not resolve is a typo (fatal); a refused connection may be a start-up."""
+    """Whether waiting can help: only once a backend is reachable.
+
+    A name that does not resolve, a refused or unreachable address, a TLS failure: fatal at
+    once, naming the address, since polling such a backend until the deadline only delays the
+    answer. A connection that broke after it was made (reset, closed mid-answer) may be a
+    restart and is retried.
+    """
     if _caused_by(exc, socket.gaierror):
         host = httpx.URL(url).host
         return BackendError(
@@ -132,7 +146,9 @@ def connection_error(label: str, url: str, exc: httpx.TransportError) -> Backend
     if _caused_by(exc, ssl.SSLError):
         # A certificate problem does not go away by waiting.
         return BackendError(f"TLS failed for {label} at {_strip(url)}: {reason}", fatal=True)
-    return BackendError(f"cannot connect to {label} at {_strip(url)}: {reason}", fatal=False)
+    if isinstance(exc, httpx.ConnectError):
+        return BackendError(f"cannot connect to {label} at {_strip(url)}: {reason}", fatal=True)
+    return BackendError(f"connection to {label} at {_strip(url)} failed: {reason}", fatal=False)
 
 
 def status_error(endpoint: Endpoint, response: httpx.Response) -> BackendError:
