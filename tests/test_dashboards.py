@@ -73,6 +73,25 @@ def test_the_issue_asks_for_these_dashboards_in_folders() -> None:
     assert [v["name"] for v in sentry["templating"]["list"]] == ["project", "environment"]
 
 
+def test_the_sentry_dashboard_passes_the_sentry_checks_with_several_projects(
+    tmp_path: Path,
+) -> None:
+    """$project is multi-value with All: the Environment list must still come back, and the
+    counts must not stop at one page of issues."""
+    sentry = build_all()["Errors/sentry-errors.json"]
+    project = next(v for v in sentry["templating"]["list"] if v["name"] == "project")
+    assert project["multi"] and project["includeAll"]
+    root = _bundle(tmp_path)
+    target = root / "grafana" / "dashboards" / "Errors" / "sentry-errors.json"
+    target.parent.mkdir(parents=True)
+    target.write_text(render(sentry), encoding="utf-8")
+    findings = [
+        f for f in check.run(root) if f.location == "grafana/dashboards/Errors/sentry-errors.json"
+    ]
+    assert _failed(findings) == []
+    assert any(f.check == "dashboards.sentry" for f in findings)
+
+
 def _links_of(dashboard: dict[str, Any], field: str) -> list[str]:
     urls = []
     for panel in dashboard["panels"]:
@@ -150,6 +169,21 @@ _INVALID = [
     ("sentry-bad-field", "dashboards.sentry", "'eventsQuery' is not a issues query field"),
     ("sentry-bad-field", "dashboards.sentry", "issuesSort 'newest' is not one of"),
     ("sentry-bad-field", "dashboards.sentry", "issuesLimit must be an integer"),
+    (
+        "sentry-multi-value-variable",
+        "dashboards.sentry",
+        "variable environment: projectIds references $project, which can hold several values",
+    ),
+    (
+        "sentry-issue-count",
+        "dashboards.sentry",
+        "Unresolved issues: counts the rows of Sentry issues query A, which returns one page",
+    ),
+    (
+        "sentry-issue-count",
+        "dashboards.sentry",
+        "Issues by status: counts the rows of Sentry issues query A",
+    ),
     ("unknown-metric", "dashboards.metrics", "metric 'http_requests_total'"),
     ("unknown-loki-label", "dashboards.loki-labels", "stream label 'app'"),
     ("unknown-loki-label", "dashboards.loki-labels", "label 'userId'"),

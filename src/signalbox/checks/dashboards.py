@@ -4,7 +4,9 @@ Every dashboard under grafana/dashboards must validate against Grafana's dashboa
 (generated from the pinned npm @grafana/schema, tools/querycheck/schema), have a uid, title,
 tags and a folder, reference only provisioned datasource uids and defined variables. Every
 PromQL, LogQL and TraceQL expression must parse with Grafana's own lezer grammars, every Sentry
-query must use a query type and fields the plugin defines, every metric must be one something
+query must use a query type and fields the plugin defines (a variable query must not reference a
+multi-value variable, which the plugin cannot interpolate there; a count of Sentry issues must
+not be the row count of the plugin's one page of issues), every metric must be one something
 in the stack exposes, and every Loki label one the services send. Alert and recording rules in
 prometheus/rules get the PromQL and metric-name checks too.
 """
@@ -13,7 +15,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -623,13 +625,20 @@ def _trace_lookup_ok(expr: str, doc: Json) -> bool:
 def _sentry(path: str, doc: Json) -> list[Finding]:
     problems: list[str] = []
     count = 0
+    variables = _variable_names(doc)
     for query in panel_queries(doc):
         if query.lang == "sentry":
             count += 1
             problems += [f"{query.location}: {p}" for p in _sentry_target(query.target)]
         elif query.lang == "sentry-variable":
             count += 1
-            problems += [f"{query.location}: {p}" for p in _sentry_variable(query.target)]
+            problems += [
+                f"{query.location}: {p}" for p in _sentry_variable(query.target, variables)
+            ]
+    for index, panel in enumerate(_all_panels(doc)):
+        problems += [
+            f"{panel.get('title') or f'panel {index}'}: {p}" for p in _sentry_issue_counts(panel)
+        ]
     if problems:
         return [Finding.failed("dashboards.sentry", p, path) for p in problems]
     if not count:
@@ -665,7 +674,7 @@ def _sentry_target(target: Json) -> list[str]:
     return problems
 
 
-def _sentry_variable(variable: Json) -> list[str]:
+def _sentry_variable(variable: Json, variables: dict[str, Json]) -> list[str]:
     query = variable.get("query")
     if not isinstance(query, dict):
         return ["Sentry variable query must be an object {type: projects|environments|teams}"]
@@ -673,4 +682,77 @@ def _sentry_variable(variable: Json) -> list[str]:
     if kind not in _SENTRY_VARIABLE_FIELDS:
         return [f"Sentry variable type {kind!r} is not projects, environments or teams"]
     extra = sorted(set(query) - _SENTRY_VARIABLE_FIELDS[kind] - {"refId"})
-    return [f"field {key!r} is not a {kind} variable field" for key in extra]
+    problems = [f"field {key!r} is not a {kind} variable field" for key in extra]
+    # Variable queries go through getTemplateSrv().replace(value) with no format (the plugin's
+    # src/app/replace.ts, applyTemplateVariablesToVariableQuery), and each projectId is then
+    # compared whole with a project id (src/app/utils.ts): several values, or All, arrive as
+    # one string such as '{1,2}' and match nothing.
+    for key in sorted(query):
+        values = query[key] if isinstance(query[key], list) else [query[key]]
+        for name in _referenced(v for v in values if isinstance(v, str)):
+            referenced = variables.get(name, {})
+            if referenced.get("multi") or referenced.get("includeAll"):
+                problems.append(
+                    f"{key} references ${name}, which can hold several values (multi-value or "
+                    "All): the plugin interpolates variable queries without a format, so two "
+                    "or more become one string like '{1,2}' that matches nothing and the list "
+                    f"comes back empty; leave {key} empty or use a single-value variable"
+                )
+    return problems
+
+
+def _referenced(texts: Iterable[str]) -> list[str]:
+    """Names of the variables referenced in ``texts``, in order."""
+    return [next(g for g in m.groups() if g) for t in texts for m in _VAR_RE.finditer(t)]
+
+
+# Reducers that count rows (Grafana's fieldReducers ids).
+_COUNT_REDUCERS = frozenset({"count", "distinctCount"})
+
+
+def _sentry_issue_counts(panel: Json) -> list[str]:
+    """A panel that counts the rows of an ``issues`` query must say the count is capped.
+
+    The plugin fetches one page of issues (pkg/sentry/issues.go: one request, no cursor), so a
+    row count stops at the page size. Counts come from aggregates (an ``events`` query with
+    ``count_unique(issue)``, ``eventsStats`` with ``count()``); a panel that counts a page must
+    name its size (the ``issuesLimit``) in its title.
+    """
+    if not _counts_rows(panel):
+        return []
+    default = panel.get("datasource")
+    title = str(panel.get("title") or "")
+    problems = []
+    for target in panel.get("targets") or []:
+        if not isinstance(target, dict) or target.get("queryType") != "issues":
+            continue
+        ds = target.get("datasource") if isinstance(target.get("datasource"), dict) else default
+        if not isinstance(ds, dict) or ds.get("type") != _SENTRY_TYPE:
+            continue
+        limit = target.get("issuesLimit")
+        if isinstance(limit, int) and re.search(rf"\b{limit}\b", title):
+            continue
+        problems.append(
+            f"counts the rows of Sentry issues query {target.get('refId', '?')}, which returns "
+            "one page (the plugin does not paginate): count with an aggregate (an events query "
+            "with eventsFields ['count_unique(issue)'], or eventsStats), or put the page size "
+            "(issuesLimit) in the title"
+        )
+    return problems
+
+
+def _counts_rows(panel: Json) -> bool:
+    reduce = (panel.get("options") or {}).get("reduceOptions") or {}
+    if not reduce.get("values") and _COUNT_REDUCERS & set(reduce.get("calcs") or []):
+        return True
+    for transformation in panel.get("transformations") or []:
+        options = (transformation or {}).get("options") or {}
+        if transformation.get("id") == "groupBy":
+            fields = (options.get("fields") or {}).values()
+            if any(_COUNT_REDUCERS & set((f or {}).get("aggregations") or []) for f in fields):
+                return True
+        if transformation.get("id") == "reduce" and _COUNT_REDUCERS & set(
+            options.get("reducers") or []
+        ):
+            return True
+    return False

@@ -258,12 +258,14 @@ def query_variable(
     include_all: bool = True,
     all_value: str = "",
     refresh: int = 2,
+    description: str = "",
 ) -> Json:
     """A query variable; refresh 2 = on time range change, so new services appear by themselves."""
     variable: Json = {
         "type": "query",
         "name": name,
         "label": label,
+        **({"description": description} if description else {}),
         "datasource": datasource,
         "query": query,
         "definition": query if isinstance(query, str) else "",

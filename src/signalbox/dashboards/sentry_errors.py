@@ -26,7 +26,11 @@ from signalbox.dashboards._kit import (
 
 UID = "signalbox-sentry-errors"
 
+# Panel queries interpolate $project and $environment with the csv format and split the result
+# (grafana/sentry-datasource src/app/replace.ts), so multi-value selections work here.
 _SCOPE: dict[str, Any] = {"projectIds": ["$project"], "environments": ["$environment"]}
+# Issues a status chart counts: one page of the issues query, named in the panel title.
+_STATUS_PAGE = 100
 
 _CONNECT = """
 Panels here read Sentry through the **Sentry** datasource. If they show an error, Sentry is not
@@ -44,20 +48,34 @@ def build() -> Json:
     }
     panels = [
         text("Connecting Sentry", _CONNECT, h=4),
+        # Counts come from Sentry's own aggregates: an issues query returns one page of issues
+        # (the plugin does not paginate), so counting its rows stops at the page size.
         stat(
-            "Unresolved issues",
-            [sentry("issues", **_SCOPE, issuesQuery="is:unresolved", issuesLimit=1000)],
-            calc="count",
-            fields="/^ID$/",
+            "Issues with errors",
+            [
+                sentry(
+                    "events",
+                    **_SCOPE,
+                    eventsQuery="event.type:error",
+                    eventsFields=["count_unique(issue)"],
+                )
+            ],
             defaults={"thresholds": thresholds((None, "green"), (1, "orange"), (20, "red"))},
             w=6,
             h=8,
-            description="Number of unresolved issues in the selected projects and environments.",
+            description="Distinct issues with at least one error event in the time range, in "
+            "the selected projects and environments, counted by Sentry (count_unique(issue)).",
         ),
         panel(
             "piechart",
-            "Issues by status",
-            [sentry("issues", **_SCOPE, issuesQuery="", issuesLimit=1000)],
+            f"Status of the last {_STATUS_PAGE} issues seen",
+            [
+                sentry(
+                    "issues", **_SCOPE, issuesQuery="", issuesSort="date", issuesLimit=_STATUS_PAGE
+                )
+            ],
+            description=f"Counted from one page of issues, the {_STATUS_PAGE} seen last: the "
+            "plugin does not page through Sentry's results, so older issues are not included.",
             w=6,
             h=8,
             transformations=[
@@ -172,11 +190,15 @@ def build() -> Json:
     ]
     variables = [
         query_variable("project", "Project", SENTRY, {"type": "projects"}),
+        # Not narrowed to $project: the plugin interpolates variable queries without a format
+        # (src/app/replace.ts), so two or more projects arrive as one string '{1,2}' that matches
+        # no project id, and the list came back empty. Panels still filter on both variables.
         query_variable(
             "environment",
             "Environment",
             SENTRY,
-            {"type": "environments", "projectIds": ["$project"]},
+            {"type": "environments", "projectIds": []},
+            description="Environments of every project of the organisation.",
         ),
     ]
     return dashboard(
