@@ -11,12 +11,12 @@ UV := $(VENV)/bin/uv
 export PATH := $(CURDIR)/.tools/bin:$(CURDIR)/$(VENV)/bin:$(PATH)
 NODE_DIRS := $(patsubst %/package-lock.json,%,$(wildcard examples/*/package-lock.json tools/*/package-lock.json))
 
-.PHONY: help setup setup-python setup-node setup-system test test-python test-node lint format validate bench lock up down verify traffic
+.PHONY: backends backends-generate help setup setup-python setup-node setup-system test test-python test-node lint format validate bench lock up down verify traffic
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
 
-setup: setup-python setup-node setup-system ## install everything the tests and tools need
+setup: setup-python setup-node setup-system backends ## install everything the tests and tools need
 
 setup-python: $(VENV)/.synced ## the Python venv (.venv) with the pinned packages and the signalbox CLI
 $(VENV)/.synced: requirements.lock pyproject.toml
@@ -31,6 +31,14 @@ setup-node: ## npm ci in every folder with a package-lock.json
 
 setup-system: ## Debian packages and tools (prometheus, Compose v2)
 	scripts/install-system-deps.sh
+
+backends: ## build the OpenTelemetry Collector from its Go module (cached outside the clone)
+	scripts/build-backends.sh
+
+OTELCOL_VERSION = $(shell sed -n 's/^  version: *//p' tools/backends/otelcol/manifest.yaml)
+backends-generate: ## regenerate tools/backends/otelcol/ after editing its manifest.yaml
+	cd tools/backends/otelcol && GOTOOLCHAIN=local go run \
+	  go.opentelemetry.io/collector/cmd/builder@v$(OTELCOL_VERSION) --config manifest.yaml --skip-compilation
 
 test: setup lint test-python test-node validate ## every suite: lint, Python, Node, bundle validation
 
