@@ -28,6 +28,7 @@ API_TARGETS|targets|api:9091
 LOKI_TARGETS|targets|loki:3100
 TEMPO_TARGETS|targets|tempo:3200
 GRAFANA_TARGETS|targets|grafana:3000
+OTEL_COLLECTOR_TARGETS|targets|otel-collector:8888
 ALERTMANAGER_TARGETS|targets|'
 
 errors=0

@@ -90,6 +90,31 @@ GRAFANA: frozenset[str] = frozenset(
     {"grafana_build_info", *_histogram("grafana_http_request_duration_seconds")}
 )
 
+# The OpenTelemetry Collector's own metrics (otel-collector/config.yaml: service.telemetry,
+# counters with their _total suffix), exposed by the real collector built from
+# tools/backends/otelcol and scraped in tests/test_dashboards_realrun.py. Exporter send counts
+# appear once an exporter has sent (or failed to send) something.
+# https://opentelemetry.io/docs/collector/internal-telemetry/#lists-of-internal-metrics
+OTEL_COLLECTOR: frozenset[str] = frozenset(
+    {
+        "otelcol_receiver_accepted_spans_total",
+        "otelcol_receiver_refused_spans_total",
+        "otelcol_receiver_accepted_log_records_total",
+        "otelcol_receiver_refused_log_records_total",
+        "otelcol_exporter_sent_spans_total",
+        "otelcol_exporter_send_failed_spans_total",
+        "otelcol_exporter_sent_log_records_total",
+        "otelcol_exporter_send_failed_log_records_total",
+        "otelcol_exporter_queue_size",
+        "otelcol_exporter_queue_capacity",
+        "otelcol_processor_tail_sampling_global_count_traces_sampled_total",
+        "otelcol_processor_tail_sampling_count_traces_sampled_total",
+        "otelcol_processor_tail_sampling_sampling_trace_dropped_too_early_total",
+        "otelcol_processor_tail_sampling_sampling_traces_on_memory",
+        "otelcol_process_memory_rss_bytes",
+    }
+)
+
 # Metrics that ONLY Tempo's metrics-generator produces, remote-written into Prometheus. No
 # service exposes them and no test here can produce them (no Tempo binary), so the real-run
 # test exempts every query that reads one of these.
@@ -123,6 +148,7 @@ KNOWN_METRICS: frozenset[str] = (
     | SERVICES_API_ONLY
     | PROMETHEUS_SYNTHETIC
     | PROMETHEUS_SELF
+    | OTEL_COLLECTOR
     | LOKI
     | TEMPO
     | GRAFANA

@@ -183,6 +183,104 @@ def build() -> Json:
             w=12,
         ),
         timeseries(
+            "Collector: spans",
+            [
+                prom(
+                    f"sum(rate(otelcol_receiver_accepted_spans_total{_RI}))",
+                    "accepted",
+                ),
+                prom(
+                    f"sum(rate(otelcol_receiver_refused_spans_total{_RI}))",
+                    "refused (memory limit)",
+                    ref="B",
+                ),
+                prom(
+                    f"sum by (exporter) (rate(otelcol_exporter_sent_spans_total{_RI}))",
+                    "sent {{exporter}}",
+                    ref="C",
+                ),
+                prom(
+                    f"sum by (exporter) (rate(otelcol_exporter_send_failed_spans_total{_RI}))",
+                    "failed {{exporter}}",
+                    ref="D",
+                ),
+            ],
+            unit="short",
+            w=12,
+            description=(
+                "Spans the OpenTelemetry Collector received from the services and sent on per "
+                "exporter. Sent is below accepted by design: tail sampling keeps every error "
+                "and slow trace and a share of the rest (next panel)."
+            ),
+        ),
+        timeseries(
+            "Collector: log records",
+            [
+                prom(
+                    f"sum(rate(otelcol_receiver_accepted_log_records_total{_RI}))",
+                    "accepted",
+                ),
+                prom(
+                    f"sum(rate(otelcol_receiver_refused_log_records_total{_RI}))",
+                    "refused (memory limit)",
+                    ref="B",
+                ),
+                prom(
+                    f"sum by (exporter) (rate(otelcol_exporter_sent_log_records_total{_RI}))",
+                    "sent {{exporter}}",
+                    ref="C",
+                ),
+                prom(
+                    "sum by (exporter) (rate(otelcol_exporter_send_failed_log_records_total"
+                    f"{_RI}))",
+                    "failed {{exporter}}",
+                    ref="D",
+                ),
+            ],
+            unit="short",
+            w=12,
+            description="Logs are never sampled: every accepted record should be sent to Loki.",
+        ),
+        timeseries(
+            "Collector: tail-sampling decisions",
+            [
+                prom(
+                    "sum by (sampled) (rate("
+                    f"otelcol_processor_tail_sampling_global_count_traces_sampled_total{_RI}))",
+                    "sampled={{sampled}}",
+                ),
+                prom(
+                    "sum(rate(otelcol_processor_tail_sampling_sampling_trace_dropped_too_early_total"
+                    f"{_RI}))",
+                    "dropped before a decision (num_traces too small)",
+                    ref="B",
+                ),
+            ],
+            unit="short",
+            w=12,
+            description=(
+                "Traces kept (sampled=true) and sampled out (sampled=false) per second, one "
+                "decision per whole trace. Errors, exceptions and slow traces are always kept."
+            ),
+        ),
+        timeseries(
+            "Collector: export queues",
+            [
+                prom("sum by (exporter) (otelcol_exporter_queue_size)", "{{exporter}}"),
+                prom(
+                    "sum by (exporter) (otelcol_exporter_queue_capacity)",
+                    "capacity {{exporter}}",
+                    ref="B",
+                ),
+            ],
+            unit="short",
+            w=12,
+            description=(
+                "Batches waiting for a backend. A queue at capacity drops new batches "
+                "(counted as failed above)."
+            ),
+        ),
+        timeseries(
             "Telemetry dropped by the services",
             [
                 prom(
@@ -197,7 +295,10 @@ def build() -> Json:
     return dashboard(
         UID,
         "Stack health",
-        description="Prometheus, Loki, Tempo and Grafana: ingestion, failures, scrape health.",
+        description=(
+            "Prometheus, Loki, Tempo, Grafana and the OpenTelemetry Collector: ingestion, "
+            "sampling, failures, scrape health."
+        ),
         tags=["platform"],
         panels=panels,
     )
