@@ -1,4 +1,4 @@
-"""The ``signalbox`` command line: validate, verify, traffic."""
+"""The ``signalbox`` command line: validate, stack, verify, traffic."""
 
 from __future__ import annotations
 
@@ -26,9 +26,9 @@ def _build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"signalbox {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     # Imported here: each command module imports UsageError from this one.
-    from signalbox import traffic, validate, verify
+    from signalbox import stack, traffic, validate, verify
 
-    for command in (validate, verify, traffic):
+    for command in (validate, stack, verify, traffic):
         command.register(commands)
     return parser
 
