@@ -20,6 +20,7 @@ _MODULES: tuple[str, ...] = (
     "prometheus",
     "loki",
     "tempo",
+    "otel_collector",
     "grafana_provisioning",
     "railway",
     "dockerfiles",
