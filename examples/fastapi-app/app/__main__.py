@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gc
 import logging
+import signal
 import socket
 import sys
 
@@ -38,6 +39,15 @@ def main() -> int:
         )
     )
     tune_garbage_collector()
+    # On SIGTERM or SIGINT uvicorn stops gracefully: it stops accepting, lets the requests in
+    # flight finish (up to timeout_graceful_shutdown), then runs the lifespan's shutdown, which
+    # flushes telemetry. Then it raises the signal again, for the handler that was installed
+    # before it started. The default one would kill the process (exit 143, or a traceback for
+    # SIGINT) before the last log lines were written; uvicorn's own handler, installed here
+    # first, only notes that a stop was asked, so a stop ends like any run: exit 0.
+    # (It also covers a signal that arrives before uvicorn has installed its handlers.)
+    for stop_signal in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(stop_signal, server.handle_exit)
     server.run(sockets=[_listen(settings)])
     return 0
 

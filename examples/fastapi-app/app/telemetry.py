@@ -116,7 +116,8 @@ class Telemetry:
         }
 
     def shutdown(self, timeout_seconds: float = 3.0) -> None:
-        """Flush every backend in parallel for at most ``timeout_seconds`` in all.
+        """Flush every backend in parallel for at most ``timeout_seconds`` in all, then log
+        one line: what was flushed, what was not by the deadline, what was dropped in all.
 
         The SDK's own shutdown may wait 30 s per processor for a hanging backend; a deploy's
         stop signal must not. What is not sent by the deadline is lost with the process.
@@ -124,17 +125,35 @@ class Telemetry:
         if self._shut_down:
             return
         self._shut_down = True
-        flushes: list[Callable[[], object]] = [self.tracer_provider.shutdown]
+        started = time.monotonic()
+        summary = self.summary
+        flushes: dict[str, Callable[[], object]] = {}
+        if summary["traces"] or summary["sentry_performance"]:
+            flushes["traces"] = self.tracer_provider.shutdown
         if self.log_processor is not None:
-            flushes.append(self.log_processor.shutdown)
+            flushes["logs"] = self.log_processor.shutdown
         if self.sentry:
-            flushes.append(lambda: sentry_sdk.flush(timeout=timeout_seconds))
-        threads = [threading.Thread(target=flush, daemon=True) for flush in flushes]
-        for thread in threads:
+            flushes["sentry"] = lambda: sentry_sdk.flush(timeout=timeout_seconds)
+        threads = {
+            name: threading.Thread(target=flush, name=f"flush-{name}", daemon=True)
+            for name, flush in flushes.items()
+        }
+        for thread in threads.values():
             thread.start()
-        deadline = time.monotonic() + timeout_seconds
-        for thread in threads:
+        deadline = started + timeout_seconds
+        for thread in threads.values():
             thread.join(max(0.0, deadline - time.monotonic()))
+        flushed = [name for name, thread in threads.items() if not thread.is_alive()]
+        not_flushed = [name for name, thread in threads.items() if thread.is_alive()]
+        dropped = self.dropped.by_signal()
+        _log.info(
+            "telemetry flushed in %.1f s: %s%s; dropped since start: %s",
+            time.monotonic() - started,
+            ", ".join(flushed) or "nothing",
+            f"; not flushed: {', '.join(not_flushed)}" if not_flushed else "",
+            " ".join(f"{signal}={count}" for signal, count in dropped.items()),
+            extra={"flushed": flushed, "not_flushed": not_flushed, "dropped": dropped},
+        )
 
 
 _current: Telemetry | None = None
@@ -530,6 +549,9 @@ def _setup_sentry(settings: Settings, dropped: _DroppedTelemetry) -> bool:
         profile_session_sample_rate=settings.sentry_profiles_sample_rate or None,
         profile_lifecycle="manual",
         send_default_pii=False,
+        # Telemetry.shutdown flushes Sentry with the other backends, within one deadline; the
+        # SDK's exit hook would wait up to this long again for a Sentry that does not answer.
+        shutdown_timeout=0,
         include_local_variables=settings.sentry_include_local_variables,
         # Source lines are added for the app's own frames only (_add_source_context): the SDK
         # re-reads and splits the whole file of every frame, framework frames included,
@@ -1065,6 +1087,13 @@ class _DroppedTelemetry(Collector):
     def add(self, signal: str, reason: str, amount: float = 1) -> None:
         with self._lock:
             self._counts[(signal, reason)] = self._counts.get((signal, reason), 0) + amount
+
+    def by_signal(self) -> dict[str, int]:
+        """Items dropped so far, per signal, whatever the reason."""
+        counts: dict[str, int] = {}
+        for (signal, _), value in self.totals().items():
+            counts[signal] = counts.get(signal, 0) + int(value)
+        return counts
 
     def totals(self) -> dict[tuple[str, str], float]:
         totals: dict[tuple[str, str], float] = {
