@@ -30,6 +30,8 @@ from opentelemetry.sdk.trace.export import SpanExportResult
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import SpanContext
 
+from app.outage import Outage
+
 _log = logging.getLogger(__name__)
 
 Scrub = Callable[[str, Any], Any]
@@ -288,11 +290,19 @@ def encode_logs(records: Sequence[ReadableLogRecord]) -> bytes:
 
 class SpanExporter(OTLPSpanExporter):
     """The SDK's OTLP/HTTP span exporter with this module's encoder; ``scrub`` is applied to
-    every attribute value on the exporter thread, off the request path."""
+    every attribute value on the exporter thread, off the request path. ``outage`` is told
+    whether each batch was delivered."""
 
-    def __init__(self, *args: Any, scrub: Scrub | None = None, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        *args: Any,
+        scrub: Scrub | None = None,
+        outage: Outage | None = None,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(*args, **kwargs)
         self._encoder = _Encoder(scrub)
+        self._outage = outage
 
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
         count = len(spans)
@@ -303,11 +313,13 @@ class SpanExporter(OTLPSpanExporter):
 
 
 class LogExporter(OTLPLogExporter):
-    """The SDK's OTLP/HTTP log exporter with this module's encoder."""
+    """The SDK's OTLP/HTTP log exporter with this module's encoder; ``outage`` is told
+    whether each batch was delivered."""
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, outage: Outage | None = None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._encoder = _Encoder()
+        self._outage = outage
 
     def export(self, batch: Sequence[ReadableLogRecord]) -> LogRecordExportResult:
         count = len(batch)
@@ -350,11 +362,27 @@ def _send(exporter: Any, count: int, data: bytes) -> bool:
     a backend refused connections, 60 s of load left about 14 batches (7,000 spans and log
     records) held that way, on top of the full queues.
     """
+    outage: Outage | None = exporter._outage
     with exporter._metrics.export_operation(count) as result:
         sent = exporter._client.export(data)
         if not sent.success:
-            result.error = sent.error
+            # On an error status the SDK's client returns no error, and an export without one
+            # is counted as exported: the batch's loss would go uncounted.
+            result.error = sent.error or BackendError(sent.status_code)
             if sent.status_code is not None:
                 result.error_attrs = {"http.response.status_code": sent.status_code}
-            return False
-    return True
+    if outage is not None:
+        if sent.success:
+            outage.delivered()
+        elif isinstance(result.error, BackendError):
+            outage.failed(str(result.error))
+        else:
+            outage.failed(type(result.error).__name__)
+    return bool(sent.success)
+
+
+class BackendError(Exception):
+    """An OTLP backend answered with an error status, or the export was abandoned."""
+
+    def __init__(self, status: int | None) -> None:
+        super().__init__(f"HTTP {status}" if status else "export abandoned")

@@ -68,6 +68,7 @@ from sentry_sdk.transport import HttpTransport
 from sentry_sdk.utils import Dsn, event_from_exception, handle_in_app
 
 from app import otlp
+from app.outage import Outage
 from app.scrub import FILTERED, is_sensitive_key, scrub_text, scrub_traceback, scrub_value
 from app.settings import Settings
 
@@ -76,7 +77,7 @@ if TYPE_CHECKING:
     from types import TracebackType
 
     from opentelemetry.context import Context
-    from sentry_sdk.envelope import Item
+    from sentry_sdk.envelope import Envelope, Item
     from sentry_sdk.types import Event as SentryEvent
     from sentry_sdk.types import Hint
 
@@ -181,7 +182,7 @@ def setup(settings: Settings, registry: CollectorRegistry = REGISTRY) -> Telemet
         with _sdk_drop_counts():
             log_processor = _setup_logging(settings, resource, self_metrics, dropped)
             sentry_on = _setup_sentry(settings, dropped)
-            tracer_provider = _setup_tracing(settings, resource, self_metrics, sentry_on)
+            tracer_provider = _setup_tracing(settings, resource, dropped, sentry_on)
         HTTPXClientInstrumentor().instrument(tracer_provider=tracer_provider)
 
         _current = Telemetry(settings, tracer_provider, log_processor, sentry_on, dropped)
@@ -405,7 +406,7 @@ def current_trace_id() -> str | None:
 
 
 def _setup_tracing(
-    settings: Settings, resource: Resource, self_metrics: MeterProvider, sentry_on: bool
+    settings: Settings, resource: Resource, dropped: _DroppedTelemetry, sentry_on: bool
 ) -> TracerProvider:
     # The sampler comes from the standard OTEL_TRACES_SAMPLER / OTEL_TRACES_SAMPLER_ARG
     # (default: parent-based, always on). Spans are created even when no exporter is
@@ -413,6 +414,7 @@ def _setup_tracing(
     # The SDK's self-metrics are read for what the processors and exporters drop; its
     # per-span counters (started, live) would cost every request and are read by nothing.
     provider = TracerProvider(resource=resource, meter_provider=NoOpMeterProvider())
+    self_metrics = dropped.meter_provider
     if settings.otel_exporter_otlp_traces_endpoint is not None:
         # Instrumentations set URL, query and header attributes at various points of a
         # span's life; the exporter masks PII in the final values, on its own thread.
@@ -421,6 +423,7 @@ def _setup_tracing(
             timeout=settings.otel_exporter_otlp_timeout,
             meter_provider=self_metrics,
             scrub=scrub_value,
+            outage=dropped.outage("traces", "traces"),
         )
         provider.add_span_processor(
             _BatchSpanProcessor(
@@ -434,7 +437,7 @@ def _setup_tracing(
         provider.add_span_processor(
             _TraceRatioFilter(
                 _BatchSpanProcessor(
-                    _sentry_otlp_exporter(settings, self_metrics),
+                    _sentry_otlp_exporter(settings, dropped),
                     max_queue_size=settings.otel_bsp_max_queue_size,
                     max_export_batch_size=min(512, settings.otel_bsp_max_queue_size),
                     meter_provider=self_metrics,
@@ -469,7 +472,7 @@ class _LenientSentryPropagator(SentryOTLPPropagator):
             return context if context is not None else get_current()
 
 
-def _sentry_otlp_exporter(settings: Settings, self_metrics: MeterProvider) -> otlp.SpanExporter:
+def _sentry_otlp_exporter(settings: Settings, dropped: _DroppedTelemetry) -> otlp.SpanExporter:
     """Sentry ingests OTLP traces itself: the same spans, with the same ids, as in Tempo."""
     assert settings.sentry_dsn is not None
     auth = Dsn(settings.sentry_dsn).to_auth(f"sentry.python/{sentry_sdk.VERSION}")
@@ -477,8 +480,9 @@ def _sentry_otlp_exporter(settings: Settings, self_metrics: MeterProvider) -> ot
         endpoint=auth.get_api_url(EndpointType.OTLP_TRACES),
         headers={"X-Sentry-Auth": auth.to_header()},
         timeout=settings.otel_exporter_otlp_timeout,
-        meter_provider=self_metrics,
+        meter_provider=dropped.meter_provider,
         scrub=scrub_value,
+        outage=dropped.outage("sentry-traces", "traces"),
     )
 
 
@@ -740,9 +744,28 @@ def _scrub_stacktrace(stacktrace: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _counting_transport(dropped: _DroppedTelemetry) -> type[HttpTransport]:
+    outage = dropped.outage("sentry", "errors")
+
     class _CountingTransport(HttpTransport):
         # Sentry's default is 30 s; a hanging Sentry should free the worker sooner.
         TIMEOUT = 5
+
+        def on_dropped_event(self, reason: str) -> None:
+            # The SDK's hook for an envelope it could not send: "network" (refused, timed
+            # out: the error is being handled) or "status_NNN" (Sentry answered an error).
+            # A full queue or a rate limit is not Sentry failing.
+            if reason == "network":
+                error = sys.exception()
+                outage.failed(type(getattr(error, "reason", None) or error).__name__)
+            elif reason.startswith("status_5"):
+                outage.failed(f"HTTP {reason.removeprefix('status_')}")
+            super().on_dropped_event(reason)
+
+        def _handle_response(self, response: Any, envelope: Envelope | None) -> None:
+            # sentry-sdk 2.75's only place that sees every answer, failed or not.
+            super()._handle_response(response, envelope)
+            if 200 <= response.status < 300:
+                outage.delivered()
 
         def record_lost_event(
             self,
@@ -786,6 +809,11 @@ def _setup_logging(
         logging.getLogger(name).propagate = True
     # Exporter retries and queue-full warnings would otherwise repeat for every batch.
     logging.getLogger("opentelemetry").setLevel(logging.ERROR)
+    # So would failed deliveries, which app.outage logs once per outage instead: the OTLP
+    # exporters log an error for each batch they could not send, urllib3 a warning for each
+    # of the Sentry transport's retries.
+    logging.getLogger("opentelemetry.exporter.otlp").setLevel(logging.CRITICAL)
+    logging.getLogger("urllib3").setLevel(logging.ERROR)
 
     if settings.otel_exporter_otlp_logs_endpoint is None:
         return None
@@ -794,6 +822,7 @@ def _setup_logging(
             endpoint=str(settings.otel_exporter_otlp_logs_endpoint),
             timeout=settings.otel_exporter_otlp_timeout,
             meter_provider=self_metrics,
+            outage=dropped.outage("logs", "logs"),
         ),
         max_queue_size=settings.otel_blrp_max_queue_size,
         max_export_batch_size=min(512, settings.otel_blrp_max_queue_size),
@@ -1087,6 +1116,10 @@ class _DroppedTelemetry(Collector):
     def add(self, signal: str, reason: str, amount: float = 1) -> None:
         with self._lock:
             self._counts[(signal, reason)] = self._counts.get((signal, reason), 0) + amount
+
+    def outage(self, backend: str, signal: str) -> Outage:
+        """An outage tracker for ``backend``, whose losses are counted under ``signal``."""
+        return Outage(backend, lambda: self.by_signal()[signal])
 
     def by_signal(self) -> dict[str, int]:
         """Items dropped so far, per signal, whatever the reason."""

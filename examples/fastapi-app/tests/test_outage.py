@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import json
 import os
 import subprocess
 import sys
@@ -18,7 +19,7 @@ import pytest
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 from prometheus_client.parser import text_string_to_metric_families
-from receivers import OtlpReceiver, SentryReceiver
+from receivers import OtlpReceiver, SentryReceiver, wait_for
 from services import fastapi_app, free_port
 
 from app import otlp
@@ -96,6 +97,90 @@ def test_requests_do_not_wait_for_broken_backends(kind: str) -> None:
     assert rss_growth < 50, f"RSS grew by {rss_growth:.1f} MB"
     for signal in ("traces", "logs", "errors"):
         assert dropped.get(signal, 0) > 0, f"no dropped {signal} counted: {dropped}"
+
+
+def _log_lines(output: str) -> list[dict[str, object]]:
+    return [json.loads(line) for line in output.splitlines() if line.startswith("{")]
+
+
+def _messages(output: str, prefix: str) -> list[str]:
+    messages = [str(line["message"]) for line in _log_lines(output)]
+    return [message for message in messages if message.startswith(prefix)]
+
+
+def test_an_unreachable_backend_is_logged_once_not_per_item() -> None:
+    """Sentry's transport retried each event three times, logging a urllib3 warning for each
+    try, and the OTLP exporters logged an error for each batch: 18 lines for 6 errors, on stdout
+    and in Loki. The loss is counted per item; the log says once that delivery stopped."""
+    closed = f"127.0.0.1:{free_port()}"
+    env = {
+        "SENTRY_DSN": f"http://publickey@{closed}/1",
+        "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": f"http://{closed}/v1/traces",
+        "OTEL_EXPORTER_OTLP_LOGS_ENDPOINT": f"http://{closed}/otlp/v1/logs",
+        "OTEL_EXPORTER_OTLP_TIMEOUT": "1",
+        "OTEL_BSP_SCHEDULE_DELAY": "50",
+        "OTEL_BLRP_SCHEDULE_DELAY": "50",
+    }
+    with fastapi_app(env) as app, httpx.Client() as client:
+        for _ in range(6):
+            client.get(f"{app.url}/error", params={"kind": "handled"})
+            time.sleep(0.2)  # each error in batches of its own
+        wait_for(
+            lambda: all(_dropped(app.url).get(s, 0) >= 6 for s in ("traces", "logs", "errors")),
+            message="every lost span, log record and event counted",
+        )
+    output = app.output()
+    for backend in ("sentry", "traces", "logs"):
+        failing = _messages(output, f"{backend}: delivery failing since ")
+        assert len(failing) == 1, f"{backend}: {failing}"
+    loggers = {str(line["logger"]) for line in _log_lines(output)}
+    assert not {name for name in loggers if name.startswith(("urllib3", "opentelemetry"))}
+    assert "Retrying" not in output
+
+
+def test_sentry_coming_back_is_logged_with_what_was_lost() -> None:
+    with SentryReceiver(mode="error") as sentry:
+        _outage_then_recovery(sentry, {"SENTRY_DSN": sentry.dsn}, {"sentry": "errors"})
+
+
+def test_otlp_backends_coming_back_are_logged_with_what_was_lost() -> None:
+    with OtlpReceiver(mode="error") as receiver:
+        env = {
+            "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": receiver.traces_endpoint,
+            "OTEL_EXPORTER_OTLP_LOGS_ENDPOINT": receiver.logs_endpoint,
+            "OTEL_EXPORTER_OTLP_TIMEOUT": "1",
+            "OTEL_BSP_SCHEDULE_DELAY": "50",
+            "OTEL_BLRP_SCHEDULE_DELAY": "50",
+        }
+        _outage_then_recovery(receiver, env, {"traces": "traces", "logs": "logs"})
+
+
+def _outage_then_recovery(
+    receiver: SentryReceiver | OtlpReceiver, env: dict[str, str], backends: dict[str, str]
+) -> None:
+    """Errors while ``receiver`` answers 503, then one more once it answers again: each of
+    ``backends`` (name: its signal) logs one line as delivery fails, one as it recovers."""
+    with fastapi_app(env) as app, httpx.Client() as client:
+        for _ in range(4):
+            client.get(f"{app.url}/error", params={"kind": "handled"})
+            time.sleep(0.2)  # each error in batches of its own
+        wait_for(
+            lambda: all(_dropped(app.url).get(s, 0) >= 4 for s in backends.values()),
+            message="the losses counted",
+        )
+        receiver.mode = "ok"
+        client.get(f"{app.url}/error", params={"kind": "handled"})
+        for name in backends:
+            wait_for(
+                lambda name=name: _messages(app.output(), f"{name}: delivery recovered"),
+                message=f"{name} recovered",
+            )
+        lost = _dropped(app.url)
+    for name, signal in backends.items():
+        assert len(_messages(app.output(), f"{name}: delivery failing since ")) == 1
+        assert _messages(app.output(), f"{name}: delivery recovered") == [
+            f"{name}: delivery recovered after {lost[signal]:.0f} dropped"
+        ]
 
 
 class _StalledExporter(SpanExporter):
