@@ -6,12 +6,27 @@ Standard names are used where a standard exists (``OTEL_*`` from the OpenTelemet
 
 from __future__ import annotations
 
+import logging
 from typing import Annotated, Literal
 
 from pydantic import AliasChoices, Field, HttpUrl, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 SampleRate = Annotated[float, Field(ge=0.0, le=1.0)]
+
+# LOG_LEVEL's usual spellings, in any case: the same names the Node service takes, so one
+# variable serves both. Python has no level below DEBUG for "trace"; "silent" logs nothing.
+_LOG_LEVELS = {
+    "trace": logging.DEBUG,
+    "debug": logging.DEBUG,
+    "info": logging.INFO,
+    "warn": logging.WARNING,
+    "warning": logging.WARNING,
+    "error": logging.ERROR,
+    "fatal": logging.CRITICAL,
+    "critical": logging.CRITICAL,
+    "silent": logging.CRITICAL + 1,
+}
 
 
 class Settings(BaseSettings):
@@ -20,7 +35,7 @@ class Settings(BaseSettings):
     port: Annotated[int, Field(ge=1, le=65535)] = 8000
     # "::" listens on IPv6 and IPv4 (dual-stack) where the host has IPv6, else on 0.0.0.0.
     host: str = "::"
-    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    log_level: int = logging.INFO  # LOG_LEVEL, by name (see _LOG_LEVELS)
     # Which requests get an access log line: "sampled" = those whose trace is sampled, and
     # every 5xx; "all" = every request. With the default always-on sampler both log everything;
     # at 10% trace sampling, "sampled" keeps 1 line in 10 (each one with its trace in Tempo)
@@ -66,6 +81,16 @@ class Settings(BaseSettings):
     def _split_names(cls, value: object) -> object:
         if isinstance(value, str):
             return tuple(name.strip() for name in value.split(",") if name.strip())
+        return value
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _level_name(cls, value: object) -> object:
+        if isinstance(value, str):
+            level = _LOG_LEVELS.get(value.strip().lower())
+            if level is None:
+                raise ValueError(f"must be one of {', '.join(_LOG_LEVELS)}")
+            return level
         return value
 
     @field_validator("sentry_dsn", "sentry_release", mode="before")

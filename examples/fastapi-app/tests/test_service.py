@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import statistics
 import subprocess
 import sys
@@ -94,6 +95,39 @@ def test_bad_configuration_stops_start_up_naming_the_variable(variable: str, val
     assert result.returncode == 2
     assert variable in result.stderr
     assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("value", "level"),
+    [
+        ("info", logging.INFO),
+        ("INFO", logging.INFO),
+        ("Debug", logging.DEBUG),
+        ("trace", logging.DEBUG),  # Node's lowest level; Python has none below DEBUG
+        ("warn", logging.WARNING),
+        ("WARNING", logging.WARNING),
+        ("error", logging.ERROR),
+        ("critical", logging.CRITICAL),
+        ("FATAL", logging.CRITICAL),
+    ],
+)
+def test_log_level_takes_the_usual_spellings_in_any_case(
+    value: str, level: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The same LOG_LEVEL values as the Node service, so one variable can serve both."""
+    from app.settings import load_settings
+
+    monkeypatch.setenv("LOG_LEVEL", value)
+    assert load_settings().log_level == level
+
+
+def test_log_level_warn_keeps_warnings_and_errors_only() -> None:
+    with fastapi_app({"LOG_LEVEL": "warn", "ACCESS_LOG": "all"}) as app:
+        assert httpx.get(f"{app.url}/hello").status_code == 200
+        assert httpx.get(f"{app.url}/error", params={"kind": "handled"}).status_code == 500
+    lines = [json.loads(line) for line in app.output().splitlines() if line.startswith("{")]
+    assert {line["level"] for line in lines} == {"ERROR"}
+    assert "handled deliberate error" in {line["message"] for line in lines}
 
 
 @pytest.mark.parametrize(
