@@ -74,8 +74,8 @@ up: ## start the local stack (Docker Compose v2: the docker plugin or .tools/bin
 down: ## stop the local stack
 	@scripts/compose.sh down
 
-verify: setup-python ## prove the trace-id join on a running stack (see README)
-	$(VENV)/bin/signalbox verify --compose
+verify: setup-python ## prove the trace-id join on a running stack; ONLY=tempo,loki,... narrows the legs
+	$(VENV)/bin/signalbox verify --compose $(if $(ONLY),--only $(ONLY))
 
 traffic: setup-python ## send realistic traffic to the sample services
 	$(VENV)/bin/signalbox traffic

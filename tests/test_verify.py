@@ -78,7 +78,10 @@ def verify(capsys: pytest.CaptureFixture[str], *args: str, output: str = "json")
 
 
 def direct(stack: FakeStack, *extra: str) -> list[str]:
+    """Tempo, Loki and Sentry read directly; a later --only in ``extra`` wins."""
     return [
+        "--only",
+        "tempo,loki,sentry",
         "--service-url",
         stack.service.url,
         "--tempo-url",
@@ -135,12 +138,16 @@ def test_direct_backends_show_both_traces_with_time_to_visible(
     }
     assert run.finding("loki /chain")["details"]["lines_by_service"] == {"fastapi-app": 2, "api": 2}
     assert run.finding("sentry /error")["details"]["project"] == "fastapi-app"
-    # Not configured is reported as skipped, never as passed.
-    assert run.status("prometheus /error") == "skipped"
-    assert run.status("prometheus /chain") == "skipped"
+    # Only the legs asked for (--only tempo,loki,sentry) are reported.
     assert run.document["ok"] is True
-    assert run.status("grafana") == "skipped"
-    assert run.document["counts"] == {"passed": 7, "failed": 0, "skipped": 3}
+    assert run.document["verdict"] == "VERIFIED"
+    assert run.document["counts"] == {"passed": 7, "failed": 0, "skipped": 0}
+    assert {f["details"].get("backend") for f in run.document["findings"]} == {
+        None,  # the probe requests
+        "tempo",
+        "loki",
+        "sentry",
+    }
 
 
 def test_text_output_has_a_row_per_leg_and_a_one_line_verdict(
@@ -149,12 +156,12 @@ def test_text_output_has_a_row_per_leg_and_a_one_line_verdict(
     run = verify(capsys, *direct(stack), output="text")
 
     assert run.code == 0
-    for check in (*LEGS, "prometheus /error", "service /error", "service /chain"):
+    for check in (*LEGS, "service /error", "service /chain"):
         assert check in run.out
     verdict = run.out.strip().splitlines()[-1]
     assert verdict.startswith("VERIFIED: trace ids ")
+    assert verdict.endswith(" visible in loki, sentry, tempo")
     assert stack.service.seen[0] in run.out.replace("\n", "")
-    assert "skipped (not configured): grafana, prometheus" in verdict
     assert "waiting up to 3 s for tempo, loki, sentry" in run.err
 
 
@@ -216,21 +223,66 @@ def test_a_service_that_ignores_traceparent_fails_every_leg(
         assert "not visible after" in run.finding(check)["message"]
 
 
-def test_only_configured_backends_are_checked_and_the_rest_skipped(
+def test_legs_not_configured_make_the_verdict_incomplete_not_verified(
+    stack: FakeStack, capsys: pytest.CaptureFixture[str]
+) -> None:
+    only_prometheus = ("--service-url", stack.service.url, "--prometheus-url", stack.prometheus.url)
+    run = verify(capsys, *only_prometheus)
+
+    assert run.code == 1
+    assert run.document["ok"] is False
+    assert run.document["verdict"] == "INCOMPLETE"
+    assert run.status("prometheus /error") == "passed"
+    assert run.status("prometheus /chain") == "passed"
+    for check in ("grafana", "tempo /error", "loki /chain", "sentry /error"):
+        finding = run.finding(check)
+        assert finding["status"] == "skipped"  # reported, never as passed
+        assert finding["message"].startswith("not configured")
+    assert not stack.loki.requests and not stack.sentry.requests
+
+    verdict = verify(capsys, *only_prometheus, output="text").out.strip().splitlines()[-1]
+    assert verdict.startswith("INCOMPLETE: trace ids ")
+    assert verdict.endswith(
+        " visible in prometheus; not checked (not configured): grafana, tempo, loki, sentry: "
+        "configure them, or narrow the check with --only prometheus"
+    )
+
+
+def test_only_narrows_the_legs_explicitly(
     stack: FakeStack, capsys: pytest.CaptureFixture[str]
 ) -> None:
     run = verify(
-        capsys, "--service-url", stack.service.url, "--tempo-url", stack.tempo.url, "--no-chain"
+        capsys,
+        "--service-url",
+        stack.service.url,
+        "--tempo-url",
+        stack.tempo.url,
+        "--no-chain",
+        "--only",
+        "Tempo",
     )
 
     assert run.code == 0
+    assert run.document["verdict"] == "VERIFIED"
+    assert [f["check"] for f in run.document["findings"]] == ["service /error", "tempo /error"]
     assert run.status("tempo /error") == "passed"
-    for check in ("loki /error", "prometheus /error", "sentry /error"):
-        finding = run.finding(check)
-        assert finding["status"] == "skipped"
-        assert finding["message"].startswith("not configured")
     assert not stack.loki.requests and not stack.sentry.requests
     assert [r.path for r in stack.service.requests] == ["/error"]
+
+
+def test_only_reads_through_grafana_without_judging_the_other_datasources(
+    stack: FakeStack, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    stack.grafana.unhealthy = {"loki"}  # not asked for: not a reason to fail
+    run = verify(capsys, *through_grafana(stack, monkeypatch), "--only", "tempo")
+
+    assert run.code == 0, run.out
+    assert run.status("grafana") == "passed"  # the way to Tempo is checked
+    health = [f for f in run.document["findings"] if f["check"] == "grafana datasource"]
+    assert [f["location"] for f in health] == ["uid tempo (tempo)"]
+    assert run.status("tempo /chain") == "passed"
+    assert run.finding("tempo /chain")["details"]["via"] == "grafana"
+    assert not stack.loki.requests
 
 
 def test_compose_preset_reads_the_published_localhost_ports(
@@ -241,13 +293,12 @@ def test_compose_preset_reads_the_published_localhost_ports(
     monkeypatch.setenv("TEMPO_PORT", port[stack.tempo])
     monkeypatch.setenv("LOKI_PORT", port[stack.loki])
     monkeypatch.setenv("PROMETHEUS_PORT", port[stack.prometheus])
-    run = verify(capsys, "--compose")
+    run = verify(capsys, "--compose", "--only", "tempo,loki,prometheus")
 
     assert run.code == 0, run.out
     for check in ("tempo /chain", "loki /chain", "prometheus /error"):
         assert run.status(check) == "passed"
     assert run.finding("service /error")["location"].startswith("GET http://localhost:")
-    assert run.status("sentry /error") == "skipped"
 
 
 # --- Grafana failure shapes ----------------------------------------------------------------
@@ -341,9 +392,13 @@ def test_sentry_datasource_without_organization_means_sentry_not_set_up(
     stack.grafana.sentry_org = ""
     run = verify(capsys, *through_grafana(stack, monkeypatch))
 
-    assert run.code == 0
+    assert run.code == 1
+    assert run.document["verdict"] == "INCOMPLETE"
     assert run.status("sentry /error") == "skipped"
     assert not stack.sentry.requests
+    without_sentry = verify(capsys, "--only", "grafana,tempo,loki,prometheus")
+    assert without_sentry.code == 0
+    assert without_sentry.document["verdict"] == "VERIFIED"
 
 
 def test_sentry_token_rejected_inside_grafana_is_reported(
@@ -520,6 +575,8 @@ def test_unreachable_backends_fail_fast_naming_the_address(
             *direct(stack, "--tempo-url", refused, "--loki-url", silent),
             "--prometheus-url",
             "http://prometheus.invalid:9090",
+            "--only",
+            "tempo,loki,prometheus,sentry",
             "--timeout",
             "30",
             "--request-timeout",
@@ -594,6 +651,11 @@ def test_unexpected_status_from_the_service_is_a_failure_and_legs_still_report(
             ["--service-url", "http://s", "--tempo-url", "http://t", "--timeout", "0"],
             {},
             "must be > 0",
+        ),
+        (
+            ["--service-url", "http://s", "--tempo-url", "http://t", "--only", "tempo,jaeger"],
+            {},
+            "unknown leg jaeger; legs: grafana, tempo, loki, prometheus, sentry",
         ),
     ],
 )

@@ -5,20 +5,23 @@ It sends ``/error`` (and ``/chain``) to the FastAPI sample service with a fresh 
 shows up or the deadline passes: Tempo (spans from every service on the path), Loki (log lines
 of every service), Prometheus (an exemplar) and Sentry (the error event, in the expected project
 and environment). Backends are read directly, or through Grafana's datasource proxy by uid so
-that only Grafana needs to be reachable. A backend that is not configured is reported as
-skipped, never as passed. See docs/verify.md.
+that only Grafana needs to be reachable. Exit 0 means every leg asked for passed: all five
+(grafana, tempo, loki, prometheus, sentry) unless --only names fewer; a leg that is not
+configured is reported as skipped, never as passed, and makes the verdict INCOMPLETE.
+See docs/verify.md.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import secrets
 import sys
 import time
-from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Awaitable, Callable, Collection, Mapping
+from dataclasses import asdict, dataclass, field
 from typing import Any, TextIO
 from urllib.parse import urlsplit
 
@@ -27,7 +30,7 @@ import httpx
 from signalbox.backends import grafana as grafana_api
 from signalbox.backends import loki, prometheus, sentry, tempo
 from signalbox.backends._http import BackendError, Endpoint, Lookup, error_message
-from signalbox.report import Finding, Status, exit_code, render
+from signalbox.report import EXIT_FAILED, EXIT_OK, Finding, Status
 
 # Fixed datasource uids of the stack (grafana/provisioning/datasources).
 UIDS: Mapping[str, str] = {
@@ -38,6 +41,8 @@ UIDS: Mapping[str, str] = {
 }
 TRACE_BACKENDS = ("tempo", "loki", "prometheus")
 BACKENDS = (*TRACE_BACKENDS, "sentry")
+# What a user can ask for with --only: Grafana (up, datasources healthy) and each backend.
+LEGS = ("grafana", *BACKENDS)
 DEFAULT_SENTRY_URL = "https://sentry.io"
 SENTRY_CREDENTIAL = "SENTRY_AUTH_TOKEN (scopes org:read, project:read, event:read)"
 # Loki and Prometheus are asked about a window around the probe; clocks may disagree a little.
@@ -84,6 +89,13 @@ def register(subparsers: Any) -> None:
     )
 
     what = parser.add_argument_group("what to expect")
+    what.add_argument(
+        "--only",
+        metavar="LEG,...",
+        type=_leg_names,
+        help=f"check only these legs, comma-separated, among {', '.join(LEGS)} (default: "
+        "all five; a leg asked for but not configured makes the verdict INCOMPLETE, exit 1)",
+    )
     what.add_argument(
         "--sentry-project",
         metavar="SLUG_OR_ID",
@@ -140,18 +152,20 @@ fixed uids prometheus, loki, tempo, sentry) or direct TEMPO_URL / LOKI_URL / PRO
 a mix (a direct URL wins). Sentry is read directly when SENTRY_ORG and SENTRY_AUTH_TOKEN are
 set, else through Grafana's Sentry datasource when it is set up.
 
-exit status: 0 every configured backend showed the trace, 1 a check failed, 2 misuse
+exit status: 0 every leg asked for (all five, or those of --only) passed, 1 a check failed or
+a leg asked for is not configured (INCOMPLETE), 2 misuse
 """
 
 
 def run(args: argparse.Namespace) -> int:
     config = _config(args, os.environ)
     findings = asyncio.run(_verify(config, sys.stderr))
+    outcome = verdict(findings, config.legs)
     if args.output == "json":
-        render(findings, "json", sys.stdout)
+        _render_json(findings, outcome, sys.stdout)
     else:
-        _render_text(findings, sys.stdout)
-    return exit_code(findings)
+        _render_text(findings, outcome, sys.stdout)
+    return outcome.exit_code
 
 
 # --- configuration -------------------------------------------------------------------------
@@ -175,10 +189,17 @@ class Config:
     timeout: float = 120.0
     poll_interval: float = 1.0
     request_timeout: float = 10.0
+    legs: frozenset[str] = frozenset(LEGS)  # what the user asked for (--only)
 
     @property
     def sentry_direct(self) -> bool:
         return bool(self.sentry_org and self.sentry_token)
+
+    def through_grafana(self, backend: str) -> bool:
+        """Whether this backend's leg is read through Grafana (no direct URL or credentials)."""
+        if backend == "sentry":
+            return not self.sentry_direct
+        return backend not in self.direct
 
 
 def _config(args: argparse.Namespace, env: Mapping[str, str]) -> Config:
@@ -225,17 +246,17 @@ def _config(args: argparse.Namespace, env: Mapping[str, str]) -> Config:
         for backend in TRACE_BACKENDS
         if (value := url(f"--{backend}-url", f"{backend.upper()}_URL"))
     }
-    if not grafana_url and not direct:
-        raise UsageError(
-            "nothing to verify against: set GRAFANA_URL + GRAFANA_TOKEN (reads every backend "
-            "through Grafana), or TEMPO_URL / LOKI_URL / PROMETHEUS_URL, or use --compose"
-        )
     sentry_org = pick("--sentry-org", "SENTRY_ORG")
     sentry_token = pick("--sentry-token", "SENTRY_AUTH_TOKEN")
     if sentry_org and not sentry_token:
         raise UsageError("SENTRY_ORG is set but SENTRY_AUTH_TOKEN is not (--sentry-token)")
     if sentry_token and not sentry_org:
         raise UsageError("SENTRY_AUTH_TOKEN is set but SENTRY_ORG is not (--sentry-org)")
+    if not grafana_url and not direct and not sentry_token:
+        raise UsageError(
+            "nothing to verify against: set GRAFANA_URL + GRAFANA_TOKEN (reads every backend "
+            "through Grafana), or TEMPO_URL / LOKI_URL / PROMETHEUS_URL, or use --compose"
+        )
     project = pick("--sentry-project", "SENTRY_PROJECT") or _dsn_project(env)
     return Config(
         service_url=service_url,
@@ -258,6 +279,7 @@ def _config(args: argparse.Namespace, env: Mapping[str, str]) -> Config:
         timeout=args.timeout,
         poll_interval=args.poll_interval,
         request_timeout=args.request_timeout,
+        legs=args.only or frozenset(LEGS),
     )
 
 
@@ -273,6 +295,16 @@ def _dsn_project(env: Mapping[str, str]) -> str:
         if tail.isdigit():
             return tail
     return ""
+
+
+def _leg_names(text: str) -> frozenset[str]:
+    names = [name.strip().lower() for name in text.split(",") if name.strip()]
+    unknown = sorted(set(names) - set(LEGS))
+    if unknown or not names:
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: unknown leg {', '.join(unknown) or '(none given)'}; legs: {', '.join(LEGS)}"
+        )
+    return frozenset(names)
 
 
 def _positive(text: str) -> float:
@@ -429,18 +461,28 @@ async def _check_grafana(
 def _datasource_finding(ds: grafana_api.Datasource, state: GrafanaState, note: str) -> Finding:
     location = f"uid {ds.uid}" + (f" ({ds.type})" if ds.type else "")
     check = "grafana datasource"
+    uid = ds.uid
     if ds.uid in state.unconfigured:
         return Finding.skipped(
-            check, "Sentry datasource has no organization: Sentry not set up", location
+            check, "Sentry datasource has no organization: Sentry not set up", location, uid=uid
         )
     health = state.health[ds.uid]
     if health.state == "ok":
-        return Finding.passed(check, (health.message or "healthy") + note, location)
+        return Finding.passed(check, (health.message or "healthy") + note, location, uid=uid)
     if health.state == "unsupported":
-        return Finding.skipped(check, health.message, location)
+        return Finding.skipped(check, health.message, location, uid=uid)
     if health.state == "missing" and ds.uid == UIDS["sentry"]:
-        return Finding.skipped(check, f"{health.message}: Sentry not set up in Grafana", location)
-    return Finding.failed(check, health.message or "unhealthy", location)
+        return Finding.skipped(
+            check, f"{health.message}: Sentry not set up in Grafana", location, uid=uid
+        )
+    return Finding.failed(check, health.message or "unhealthy", location, uid=uid)
+
+
+def _grafana_as_route(checked: list[Finding], config: Config) -> list[Finding]:
+    """Grafana's findings when the user did not ask for Grafana but it is the way to a leg
+    asked for: whether Grafana is usable, and the health of those legs' datasources only."""
+    uids = {UIDS[b] for b in BACKENDS if b in config.legs and config.through_grafana(b)}
+    return [f for f in checked if f.check == "grafana" or f.details.get("uid") in uids]
 
 
 def _routes(config: Config, grafana: GrafanaState | None) -> dict[str, Route]:
@@ -517,7 +559,7 @@ def _legs(
     client: httpx.AsyncClient, config: Config, routes: dict[str, Route], probes: list[Probe]
 ) -> list[Leg]:
     legs: list[Leg] = []
-    for backend in BACKENDS:
+    for backend in (b for b in BACKENDS if b in config.legs):
         for probe in probes:
             if backend == "sentry" and probe.name != "error":
                 continue  # only /error raises an exception
@@ -651,9 +693,13 @@ async def _verify(config: Config, stderr: TextIO) -> list[Finding]:
     timeout = httpx.Timeout(config.request_timeout)
     async with httpx.AsyncClient(timeout=timeout, follow_redirects=False) as client:
         grafana = None
-        if config.grafana_url:
-            grafana = await _check_grafana(client, config, findings)
-        else:
+        wanted = "grafana" in config.legs
+        needed = wanted or any(config.through_grafana(b) for b in BACKENDS if b in config.legs)
+        if config.grafana_url and needed:
+            checked: list[Finding] = []
+            grafana = await _check_grafana(client, config, checked)
+            findings += checked if wanted else _grafana_as_route(checked, config)
+        elif wanted:
             findings.append(
                 Finding.skipped(
                     "grafana",
@@ -676,7 +722,9 @@ async def _verify(config: Config, stderr: TextIO) -> list[Finding]:
             )
         for probe in probes:
             findings.append(await _send_probe(client, config.service_url, probe))
-        polled = [b for b in BACKENDS if routes[b].endpoint and not routes[b].failure]
+        polled = [
+            b for b in BACKENDS if b in config.legs and routes[b].endpoint and not routes[b].failure
+        ]
         if polled:
             ids = ", ".join(f"{p.path.split('?')[0]} trace {p.trace_id}" for p in probes)
             print(
@@ -692,10 +740,66 @@ async def _verify(config: Config, stderr: TextIO) -> list[Finding]:
     return findings
 
 
-# --- text output ---------------------------------------------------------------------------
+# --- verdict and output --------------------------------------------------------------------
 
 
-def _render_text(findings: list[Finding], stream: TextIO) -> None:
+@dataclass(frozen=True)
+class Verdict:
+    """The one-line answer and the exit status that goes with it."""
+
+    word: str  # VERIFIED, INCOMPLETE or NOT VERIFIED
+    line: str
+    exit_code: int
+
+
+def verdict(findings: list[Finding], asked: Collection[str] = LEGS) -> Verdict:
+    """VERIFIED (exit 0) only when every leg asked for passed. A leg that is not configured
+    proves nothing: the run is then INCOMPLETE (exit 1), never VERIFIED."""
+    failed = [f.check for f in findings if f.status is Status.FAILED]
+    not_configured = {
+        f.details["backend"]
+        for f in findings
+        if "backend" in f.details and f.status is Status.SKIPPED
+    }
+    skipped = [leg for leg in LEGS if leg in not_configured]
+    tail = f"; not checked (not configured): {', '.join(skipped)}" if skipped else ""
+    if failed:
+        line = f"NOT VERIFIED: {len(failed)} check(s) failed: {', '.join(failed)}{tail}"
+        return Verdict("NOT VERIFIED", line, EXIT_FAILED)
+    passed = [leg for leg in LEGS if leg in asked and leg not in not_configured]
+    traces = ", ".join(
+        f"{f.details['trace_id']} (/{f.details['probe']})"
+        for f in findings
+        if f.check.startswith("service ")
+    )
+    visible = sorted(set(passed) & set(BACKENDS))
+    parts = [f"trace ids {traces} visible in {', '.join(visible)}"] if visible else []
+    if "grafana" in passed:
+        parts.append("Grafana and its datasources healthy")
+    summary = "; ".join(parts) or "nothing checked"
+    if skipped:
+        narrow = f", or narrow the check with --only {','.join(passed)}" if passed else ""
+        line = f"INCOMPLETE: {summary}{tail}: configure them{narrow}"
+        return Verdict("INCOMPLETE", line, EXIT_FAILED)
+    return Verdict("VERIFIED", f"VERIFIED: {summary}", EXIT_OK)
+
+
+_STATUSES = (Status.PASSED, Status.FAILED, Status.SKIPPED)  # verify never warns
+
+
+def _render_json(findings: list[Finding], outcome: Verdict, stream: TextIO) -> None:
+    document = {
+        "ok": outcome.exit_code == EXIT_OK,
+        "verdict": outcome.word,
+        "summary": outcome.line,
+        "counts": {s.value: sum(f.status is s for f in findings) for s in _STATUSES},
+        "findings": [asdict(f) for f in findings],
+    }
+    json.dump(document, stream, indent=2, default=str)
+    stream.write("\n")
+
+
+def _render_text(findings: list[Finding], outcome: Verdict, stream: TextIO) -> None:
     from rich.console import Console
     from rich.table import Table
 
@@ -721,20 +825,4 @@ def _render_text(findings: list[Finding], stream: TextIO) -> None:
             end_section=following != f.check.split()[0],
         )
     console.print(table)
-    console.print(verdict(findings), soft_wrap=True)
-
-
-def verdict(findings: list[Finding]) -> str:
-    failed = [f.check for f in findings if f.status is Status.FAILED]
-    legs = [f for f in findings if "backend" in f.details]
-    found = sorted({f.details["backend"] for f in legs if f.status is Status.PASSED})
-    skipped = sorted({f.details["backend"] for f in legs if f.status is Status.SKIPPED})
-    tail = f"; skipped (not configured): {', '.join(skipped)}" if skipped else ""
-    if failed:
-        return f"NOT VERIFIED: {len(failed)} check(s) failed: {', '.join(failed)}{tail}"
-    traces = ", ".join(
-        f"{f.details['trace_id']} (/{f.details['probe']})"
-        for f in findings
-        if f.check.startswith("service ")
-    )
-    return f"VERIFIED: trace ids {traces} visible in {', '.join(found)}{tail}"
+    console.print(outcome.line, soft_wrap=True)
