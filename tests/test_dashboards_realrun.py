@@ -1,9 +1,11 @@
 """Real run: every Prometheus query of every dashboard returns data.
 
-Both sample services run as users start them, export to loopback receivers, and take a burst
+Both sample services run as users start them, export through the real OpenTelemetry Collector
+(built by `make backends`, the repository's config) to loopback receivers, and take a burst
 of traffic (successes, 4xx, 5xx, slow requests, the cross-service /chain call); the Node
 monitor probes the FastAPI service, one target deliberately failing. Debian's real Prometheus
-(exemplar storage on, 1 s scrapes, the project's rule files) scrapes both and itself. Then each
+(exemplar storage on, 1 s scrapes, the project's rule files) scrapes both, the collector and
+itself. Then each
 Prometheus panel query and variable query is run with its variables set to "All".
 
 Exempt, because no binary for them can run here: queries reading metrics that only Loki,
@@ -23,6 +25,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from collector import collector_env, run_collector
 from receivers import OtlpReceiver, SentryReceiver, wait_for
 from services import Service, fastapi_app, free_port, node_api, telemetry_env
 
@@ -43,7 +46,7 @@ VALUES = {
     "route": ".+",
     "target": ".+",
 }
-JOBS = ("fastapi-app", "api")
+JOBS = ("fastapi-app", "api", "otel-collector")
 
 
 @dataclass
@@ -55,7 +58,12 @@ class Run:
 
 @pytest.fixture(scope="module")
 def run() -> Iterator[Run]:
-    ports = {"prometheus": free_port(), "fastapi-app": free_port(), "api": free_port()}
+    ports = {
+        "prometheus": free_port(),
+        "fastapi-app": free_port(),
+        "api": free_port(),
+        "otel-collector": free_port(),
+    }
     app_url = f"http://127.0.0.1:{ports['fastapi-app']}"
     # Prometheus scrapes itself and both services every second and evaluates the project's rules.
     config = {
@@ -66,8 +74,16 @@ def run() -> Iterator[Run]:
     with (
         # Started first: its first scrape (~6 s after start) overlaps the services' start-up.
         run_prometheus(config, port=ports["prometheus"]) as prometheus,
-        OtlpReceiver() as otlp,
+        OtlpReceiver() as backends,
         SentryReceiver() as sentry,
+        run_collector(
+            collector_env(
+                backends.traces_endpoint,
+                backends.logs_endpoint,
+                TAIL_SAMPLING_DECISION_WAIT="1s",
+            ),
+            metrics_port=ports["otel-collector"],
+        ) as otlp,
         node_api(
             telemetry_env(
                 "api",
@@ -195,7 +211,13 @@ def test_latency_exemplars_carry_trace_ids(run: Run) -> None:
 
 def test_the_metric_catalog_matches_what_runs(run: Run) -> None:
     """The names the metric check accepts for the services and Prometheus really exist."""
-    for job in JOBS:
+    collector_names = _names(run.prometheus, "otel-collector")
+    # Failure counters appear at the first failure (tests/test_otel_collector.py makes one).
+    failures = {n for n in _metrics.OTEL_COLLECTOR if "send_failed" in n}
+    assert _metrics.OTEL_COLLECTOR - failures <= collector_names, sorted(
+        _metrics.OTEL_COLLECTOR - failures - collector_names
+    )
+    for job in ("fastapi-app", "api"):
         names = _names(run.prometheus, job)
         expected = set(_metrics.SERVICES_COMMON)
         if job == "api":

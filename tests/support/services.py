@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING
 import httpx
 
 if TYPE_CHECKING:
+    from collector import Collector
     from receivers import OtlpReceiver, SentryReceiver
 
 REPO = Path(__file__).resolve().parents[2]
@@ -106,11 +107,15 @@ def node_api(
 
 
 def telemetry_env(
-    service_name: str, otlp: OtlpReceiver, sentry: SentryReceiver | None = None, **extra: str
+    service_name: str,
+    otlp: OtlpReceiver | Collector,
+    sentry: SentryReceiver | None = None,
+    **extra: str,
 ) -> dict[str, str]:
     """Environment for a sample service exporting to loopback receivers, flushed every 100 ms.
 
-    Traces and logs go to ``otlp``, errors to ``sentry`` if given; ``extra`` adds variables.
+    Traces and logs go to ``otlp`` (a receiver, or the collector in front of one), errors to
+    ``sentry`` if given; ``extra`` adds variables.
     """
     env = {
         "OTEL_SERVICE_NAME": service_name,

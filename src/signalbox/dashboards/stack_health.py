@@ -16,6 +16,18 @@ UID = "signalbox-stack-health"
 _RI = "[$__rate_interval]"
 
 
+def _per_exporter_or_zero(failed: str, signal: str) -> str:
+    """Failures per exporter, 0 for an exporter that sends without failing.
+
+    The collector creates a failure counter at the first failure: without the fallback the
+    panel would show "No data" exactly when everything is fine.
+    """
+    return (
+        f"sum by (exporter) (rate({failed}{_RI}))"
+        f" or 0 * sum by (exporter) (rate(otelcol_exporter_sent_{signal}_total{_RI}))"
+    )
+
+
 def build() -> Json:
     panels = [
         stat(
@@ -200,7 +212,7 @@ def build() -> Json:
                     ref="C",
                 ),
                 prom(
-                    f"sum by (exporter) (rate(otelcol_exporter_send_failed_spans_total{_RI}))",
+                    _per_exporter_or_zero("otelcol_exporter_send_failed_spans_total", "spans"),
                     "failed {{exporter}}",
                     ref="D",
                 ),
@@ -231,8 +243,9 @@ def build() -> Json:
                     ref="C",
                 ),
                 prom(
-                    "sum by (exporter) (rate(otelcol_exporter_send_failed_log_records_total"
-                    f"{_RI}))",
+                    _per_exporter_or_zero(
+                        "otelcol_exporter_send_failed_log_records_total", "log_records"
+                    ),
                     "failed {{exporter}}",
                     ref="D",
                 ),
