@@ -38,6 +38,12 @@ _ENV = (
     "SENTRY_ENVIRONMENT",
     "SENTRY_DSN",
     "SENTRY_DSN_FASTAPI",
+    # --compose's ports
+    "FASTAPI_APP_PORT",
+    "PROMETHEUS_PORT",
+    "LOKI_PORT",
+    "TEMPO_PORT",
+    "GRAFANA_PORT",
 )
 
 
@@ -286,8 +292,12 @@ def test_only_reads_through_grafana_without_judging_the_other_datasources(
 
 
 def test_compose_preset_reads_the_published_localhost_ports(
-    stack: FakeStack, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+    stack: FakeStack,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
 ) -> None:
+    monkeypatch.chdir(tmp_path)  # no .env here: only exported variables
     port = {fake: fake.url.rsplit(":", 1)[1] for fake in stack.all}
     monkeypatch.setenv("FASTAPI_APP_PORT", port[stack.service])
     monkeypatch.setenv("TEMPO_PORT", port[stack.tempo])
@@ -299,6 +309,97 @@ def test_compose_preset_reads_the_published_localhost_ports(
     for check in ("tempo /chain", "loki /chain", "prometheus /error"):
         assert run.status(check) == "passed"
     assert run.finding("service /error")["location"].startswith("GET http://localhost:")
+
+
+def test_compose_preset_reads_the_env_file_as_compose_does(
+    stack: FakeStack,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> None:
+    port = {fake: fake.url.rsplit(":", 1)[1] for fake in stack.all}
+    (tmp_path / "docker-compose.yml").write_text("services: {}\n")
+    (tmp_path / ".env").write_text(
+        "# cp .env.example .env, then edited: Compose's syntax\n"
+        f"FASTAPI_APP_PORT={port[stack.service]}\n"
+        f'LOKI_PORT="{port[stack.loki]}"\n'
+        f"export PROMETHEUS_PORT={port[stack.prometheus]}  # moved\n"
+        f"TEMPO_PORT={_closed_port_url().rsplit(':', 1)[1]}\n"
+        f"SENTRY_URL='{stack.sentry.url}'\n"
+        f"SENTRY_ORG={stack.sentry.org}\n"
+        f"SENTRY_AUTH_TOKEN={stack.sentry.token}\n"
+        "SENTRY_ENVIRONMENT=demo\n"
+        "SENTRY_DSN_FASTAPI=https://public@o1.ingest.sentry.io/4505000000000001\n"
+    )
+    monkeypatch.setenv("TEMPO_PORT", port[stack.tempo])  # exported: wins over .env
+    # Run from a subfolder: Compose finds its file, and the .env beside it, in a parent.
+    (tmp_path / "examples").mkdir()
+    monkeypatch.chdir(tmp_path / "examples")
+    run = verify(capsys, "--compose", "--only", "tempo,loki,prometheus,sentry")
+
+    assert run.code == 0, run.out
+    for check in (*LEGS, "prometheus /error", "prometheus /chain"):
+        assert run.status(check) == "passed", run.finding(check)
+    assert run.finding("service /error")["location"] == (
+        f"GET http://localhost:{port[stack.service]}/error"
+    )
+    assert run.finding("sentry /error")["details"]["via"] == "direct"
+    events = [r for r in stack.sentry.requests if r.path.endswith("/events/")]
+    assert events and all(r.query["environment"] == ["demo"] for r in events)
+    assert all(r.query["project"] == ["4505000000000001"] for r in events)
+
+
+def test_compose_preset_checks_grafana_once_a_token_is_given(
+    stack: FakeStack,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> None:
+    port = {fake: fake.url.rsplit(":", 1)[1] for fake in stack.all}
+    (tmp_path / "compose.yaml").write_text("services: {}\n")
+    (tmp_path / ".env").write_text(
+        "".join(
+            f"{name}={port[fake]}\n"
+            for name, fake in (
+                ("FASTAPI_APP_PORT", stack.service),
+                ("TEMPO_PORT", stack.tempo),
+                ("LOKI_PORT", stack.loki),
+                ("PROMETHEUS_PORT", stack.prometheus),
+                ("GRAFANA_PORT", stack.grafana),
+            )
+        )
+        + "SENTRY_ENVIRONMENT=demo\n"
+        + "SENTRY_DSN_FASTAPI=https://public@o1.ingest.sentry.io/4505000000000001\n"
+    )
+    monkeypatch.chdir(tmp_path)
+
+    without_token = verify(capsys, "--compose")
+    assert without_token.code == 1
+    assert without_token.document["verdict"] == "INCOMPLETE"
+    assert "set GRAFANA_TOKEN" in without_token.finding("grafana")["message"]
+
+    monkeypatch.setenv("GRAFANA_TOKEN", stack.grafana.token)
+    run = verify(capsys, "--compose")
+    assert run.code == 0, run.out
+    assert run.document["verdict"] == "VERIFIED"  # all five legs
+    assert run.status("grafana") == "passed"
+    assert run.finding("tempo /error")["details"]["via"] == "direct"
+    assert run.finding("sentry /error")["details"]["via"] == "grafana"
+
+
+def test_compose_preset_refuses_a_port_that_is_not_a_number(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    (tmp_path / "docker-compose.yml").write_text("services: {}\n")
+    (tmp_path / ".env").write_text("LOKI_PORT=31OO\n")
+    monkeypatch.chdir(tmp_path)
+
+    assert main(["verify", "--compose"]) == 2
+    captured = capsys.readouterr()
+    assert f"LOKI_PORT='31OO' (in the environment or {tmp_path / '.env'}) is not a port" in (
+        captured.err
+    )
+    assert captured.out == ""
 
 
 # --- Grafana failure shapes ----------------------------------------------------------------

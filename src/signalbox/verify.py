@@ -22,10 +22,12 @@ import sys
 import time
 from collections.abc import Awaitable, Callable, Collection, Mapping
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any, TextIO
 from urllib.parse import urlsplit
 
 import httpx
+from dotenv.main import DotEnv
 
 from signalbox.backends import grafana as grafana_api
 from signalbox.backends import loki, prometheus, sentry, tempo
@@ -45,6 +47,8 @@ BACKENDS = (*TRACE_BACKENDS, "sentry")
 LEGS = ("grafana", *BACKENDS)
 DEFAULT_SENTRY_URL = "https://sentry.io"
 SENTRY_CREDENTIAL = "SENTRY_AUTH_TOKEN (scopes org:read, project:read, event:read)"
+# The names Compose looks for, in its order (compose-go's cli.DefaultFileNames).
+_COMPOSE_FILES = ("compose.yaml", "compose.yml", "docker-compose.yml", "docker-compose.yaml")
 # Loki and Prometheus are asked about a window around the probe; clocks may disagree a little.
 _WINDOW_BEFORE_S = 300.0
 _WINDOW_AFTER_S = 60.0
@@ -83,9 +87,11 @@ def register(subparsers: Any) -> None:
     where.add_argument(
         "--compose",
         action="store_true",
-        help="default to the local compose stack's published ports: service :8000, Prometheus "
-        ":9090, Loki :3100, Tempo :3200 on localhost (FASTAPI_APP_PORT, PROMETHEUS_PORT, "
-        "LOKI_PORT, TEMPO_PORT as in .env); flags and variables above still win",
+        help="default to the local compose stack's published ports on localhost: service "
+        ":8000, Prometheus :9090, Loki :3100, Tempo :3200, and Grafana :3000 when a token is "
+        "given (FASTAPI_APP_PORT, PROMETHEUS_PORT, LOKI_PORT, TEMPO_PORT, GRAFANA_PORT); "
+        "variables are read as docker compose reads them, from the compose project's .env "
+        "with exported variables winning; flags still win",
     )
 
     what = parser.add_argument_group("what to expect")
@@ -176,6 +182,7 @@ class Config:
     service_url: str
     grafana_url: str = ""
     grafana_token: str = ""
+    grafana_hint: str = "GRAFANA_URL + GRAFANA_TOKEN"  # what to set when Grafana is not set up
     direct: Mapping[str, str] = field(default_factory=dict)  # backend -> URL
     sentry_url: str = DEFAULT_SENTRY_URL
     sentry_org: str = ""
@@ -205,23 +212,35 @@ class Config:
 def _config(args: argparse.Namespace, env: Mapping[str, str]) -> Config:
     from signalbox.cli import UsageError
 
+    env_file = None
+    if args.compose:
+        env_file = _compose_env_file(Path.cwd())
+        env = {**_read_env_file(env_file), **env}  # exported variables win, as in Compose
+
     def pick(flag: str, var: str) -> str:
         value = getattr(args, flag.lstrip("-").replace("-", "_"))
         return (value if value is not None else env.get(var, "")).strip()
 
-    # --compose: the ports docker-compose.yml publishes on 127.0.0.1 (overridable in .env).
+    # --compose: the ports docker-compose.yml publishes on 127.0.0.1, with its defaults.
     compose = {
         "SIGNALBOX_SERVICE_URL": ("FASTAPI_APP_PORT", "8000"),
         "PROMETHEUS_URL": ("PROMETHEUS_PORT", "9090"),
         "LOKI_URL": ("LOKI_PORT", "3100"),
         "TEMPO_URL": ("TEMPO_PORT", "3200"),
+        "GRAFANA_URL": ("GRAFANA_PORT", "3000"),
     }
 
     def url(flag: str, var: str) -> str:
         value = pick(flag, var)
         if not value and args.compose and var in compose:
-            port_var, port = compose[var]
-            value = f"http://localhost:{env.get(port_var, port)}"
+            port_var, default = compose[var]
+            # Compose's ${VAR:-default}: an empty value means the default too.
+            port = env.get(port_var, "").strip() or default
+            if not (port.isdigit() and 0 < int(port) < 65_536):
+                raise UsageError(
+                    f"{port_var}={port!r} (in the environment or {env_file}) is not a port number"
+                )
+            value = f"http://localhost:{port}"
         if value and not _is_http_url(value):
             raise UsageError(f"{flag} / {var}: {value!r} is not an http:// or https:// URL")
         return value.rstrip("/")
@@ -232,8 +251,13 @@ def _config(args: argparse.Namespace, env: Mapping[str, str]) -> Config:
             "the FastAPI service URL is required: --service-url or SIGNALBOX_SERVICE_URL "
             "(e.g. http://localhost:8000), or --compose for the local compose stack"
         )
-    grafana_url = url("--grafana-url", "GRAFANA_URL")
     grafana_token = pick("--grafana-token", "GRAFANA_TOKEN")
+    grafana_hint = Config.grafana_hint
+    if args.compose and not grafana_token:
+        # Grafana's API needs a token: without one the compose preset leaves Grafana unchecked.
+        del compose["GRAFANA_URL"]
+        grafana_hint = "GRAFANA_TOKEN (a Viewer service-account token of the local Grafana)"
+    grafana_url = url("--grafana-url", "GRAFANA_URL")
     if grafana_url and not grafana_token:
         raise UsageError(
             "GRAFANA_URL is set but GRAFANA_TOKEN is not: create a service account with the "
@@ -262,6 +286,7 @@ def _config(args: argparse.Namespace, env: Mapping[str, str]) -> Config:
         service_url=service_url,
         grafana_url=grafana_url,
         grafana_token=grafana_token,
+        grafana_hint=grafana_hint,
         direct=direct,
         sentry_url=url("--sentry-url", "SENTRY_URL") or DEFAULT_SENTRY_URL,
         sentry_org=sentry_org,
@@ -281,6 +306,26 @@ def _config(args: argparse.Namespace, env: Mapping[str, str]) -> Config:
         request_timeout=args.request_timeout,
         legs=args.only or frozenset(LEGS),
     )
+
+
+def _compose_env_file(cwd: Path) -> Path:
+    """The ``.env`` that ``docker compose`` run in ``cwd`` reads: Compose looks for its file in
+    ``cwd``, then in each parent folder, and reads ``.env`` next to it (in ``cwd`` without one)."""
+    for folder in (cwd, *cwd.parents):
+        if any((folder / name).is_file() for name in _COMPOSE_FILES):
+            return folder / ".env"
+    return cwd / ".env"
+
+
+def _read_env_file(path: Path) -> dict[str, str]:
+    """``.env`` in Compose's syntax: KEY=VALUE, ``export``, comments, quotes, ``${VAR}``.
+
+    override=False: a ``${VAR}`` inside the file resolves against exported variables first,
+    as Compose does. A missing file is no error (Compose does without one too); a bare
+    ``KEY`` line (no value) sets nothing.
+    """
+    values = DotEnv(path, interpolate=True, override=False).dict()
+    return {key: value for key, value in values.items() if value is not None}
 
 
 def _is_http_url(value: str) -> bool:
@@ -703,7 +748,7 @@ async def _verify(config: Config, stderr: TextIO) -> list[Finding]:
             findings.append(
                 Finding.skipped(
                     "grafana",
-                    "not configured: set GRAFANA_URL + GRAFANA_TOKEN to check Grafana and the "
+                    f"not configured: set {config.grafana_hint} to check Grafana and the "
                     "health of its datasources",
                     "",
                     backend="grafana",
