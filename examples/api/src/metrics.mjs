@@ -131,6 +131,8 @@ export const telemetryDropped = new Counter({
 for (const signal of SIGNALS) {
   telemetryDropped.inc({ signal }, 0);
 }
+// The same counts, readable at once (prom-client's own are read asynchronously).
+const _droppedTotals = Object.fromEntries(SIGNALS.map((signal) => [signal, 0]));
 
 export const probeSuccess = new Gauge({
   name: 'probe_success',
@@ -159,7 +161,13 @@ export const probeHttpStatus = new Gauge({
 export function countDropped(signal, count = 1) {
   if (count > 0) {
     telemetryDropped.inc({ signal }, count);
+    _droppedTotals[signal] += count;
   }
+}
+
+/** Items of each signal dropped so far: { traces, logs, errors, metrics }. */
+export function droppedTotals() {
+  return { ..._droppedTotals };
 }
 
 /** Called at start-up when spans are exported: only then do exemplars lead anywhere. */

@@ -101,12 +101,20 @@ export function startOpenTelemetry(config, { sentryOtlp } = {}) {
   return {
     tracerProvider,
     loggerProvider,
-    /** Flushes and stops both providers, giving up after `timeoutMs`. */
+    /**
+     * Flushes and stops both providers in parallel, giving up after `timeoutMs`. Resolves with
+     * whether each exporting one finished in time: { traces?: boolean, logs?: boolean }.
+     */
     async shutdown(timeoutMs) {
-      await _withTimeout(
-        Promise.allSettled([tracerProvider.shutdown(), loggerProvider.shutdown()]),
-        timeoutMs,
-      );
+      const flushes = [];
+      if (spanProcessors.length > 0) {
+        flushes.push(['traces', tracerProvider.shutdown()]);
+      }
+      if (processors.length > 0) {
+        flushes.push(['logs', loggerProvider.shutdown()]);
+      }
+      const finished = await Promise.all(flushes.map(([, flush]) => _finishedWithin(flush, timeoutMs)));
+      return Object.fromEntries(flushes.map(([name], i) => [name, finished[i]]));
     },
   };
 }
@@ -322,11 +330,17 @@ function _scrubAttributes(attributes) {
   return out;
 }
 
-function _withTimeout(promise, timeoutMs) {
+// Whether `promise` settled within `timeoutMs` (a flush that failed has finished too: what it
+// could not send is counted as dropped).
+function _finishedWithin(promise, timeoutMs) {
   let timer;
   const timeout = new Promise((resolve) => {
-    timer = setTimeout(resolve, timeoutMs);
+    timer = setTimeout(() => resolve(false), timeoutMs);
     timer.unref();
   });
-  return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
+  const settled = promise.then(
+    () => true,
+    () => true,
+  );
+  return Promise.race([settled, timeout]).finally(() => clearTimeout(timer));
 }

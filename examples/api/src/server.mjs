@@ -5,7 +5,7 @@ import * as Sentry from '@sentry/node';
 import { createApp } from './app.mjs';
 import { loadConfigOrExit } from './config.mjs';
 import { createLogger } from './logger.mjs';
-import { buildInfo } from './metrics.mjs';
+import { buildInfo, droppedTotals } from './metrics.mjs';
 import { Monitor } from './monitor.mjs';
 import { getTelemetry } from './runtime.mjs';
 
@@ -76,11 +76,23 @@ async function shutdown(signal) {
   server.closeIdleConnections();
   await monitor.stop();
   await Promise.race([closed, new Promise((resolve) => setTimeout(resolve, _FLUSH_TIMEOUT_MS).unref())]);
-  await Promise.allSettled([
-    Sentry.close(_FLUSH_TIMEOUT_MS),
+  // Every backend in parallel, each within _FLUSH_TIMEOUT_MS: name -> whether it finished.
+  const [otel, sentry] = await Promise.all([
     telemetry?.otel.shutdown(_FLUSH_TIMEOUT_MS),
+    // Sentry.close resolves false when the events could not all be sent in time.
+    telemetry && config.sentry.dsn ? Sentry.close(_FLUSH_TIMEOUT_MS) : undefined,
   ]);
-  logger.info('stopped');
+  const finished = { ...otel, ...(sentry === undefined ? {} : { sentry }) };
+  const names = Object.keys(finished);
+  logger.info(
+    {
+      signal,
+      flushed: names.filter((name) => finished[name]),
+      not_flushed: names.filter((name) => !finished[name]),
+      dropped: droppedTotals(),
+    },
+    'stopped',
+  );
   process.exit(0);
 }
 process.on('SIGTERM', () => shutdown('SIGTERM'));

@@ -4,7 +4,7 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 
-import { OtlpReceiver, waitFor } from './helpers/receivers.mjs';
+import { OtlpReceiver, SentryReceiver, waitFor } from './helpers/receivers.mjs';
 import { parseMetrics, samples, startService } from './helpers/service.mjs';
 
 describe('API', () => {
@@ -165,4 +165,40 @@ describe('shutdown', () => {
     assert.equal(code, 0);
     assert.ok(service.logs.some((l) => l.msg === 'stopped'));
   });
+
+  for (const signal of ['SIGTERM', 'SIGINT']) {
+    it(`on ${signal}: flushes telemetry within a bound, says so in its last line, exits 0`, async () => {
+      const otlp = await new OtlpReceiver().start();
+      const sentry = await new SentryReceiver().start();
+      try {
+        const service = await startService({
+          OTEL_EXPORTER_OTLP_TRACES_ENDPOINT: otlp.tracesEndpoint,
+          OTEL_EXPORTER_OTLP_LOGS_ENDPOINT: otlp.logsEndpoint,
+          SENTRY_DSN: sentry.dsn,
+          // Batches are due only after a minute: what reaches the receivers, the stop flushed.
+          OTEL_BSP_SCHEDULE_DELAY: '60000',
+          OTEL_BLRP_SCHEDULE_DELAY: '60000',
+        });
+        const { trace_id: traceId } = (await service.request('/error?kind=handled')).json;
+        const started = performance.now();
+        const { code } = await service.stop(signal);
+        assert.equal(code, 0);
+        // Draining (at most 3 s) plus the flush (at most 3 s), with room for a busy machine.
+        assert.ok(performance.now() - started < 8000, 'the stop took too long');
+
+        const last = await waitFor(() => service.logs.at(-1)?.msg === 'stopped' && service.logs.at(-1), {
+          message: 'the stopped line, last',
+        });
+        assert.deepEqual(last.flushed, ['traces', 'logs', 'sentry']);
+        assert.deepEqual(last.not_flushed, []);
+        assert.deepEqual(last.dropped, { traces: 0, logs: 0, errors: 0, metrics: 0 });
+        assert.ok(otlp.spans().some((span) => span.traceId === traceId), 'the span was not flushed');
+        assert.ok(otlp.logRecords().some((record) => record.traceId === traceId), 'the log was not flushed');
+        assert.equal(sentry.events().length, 1);
+      } finally {
+        await otlp.close();
+        await sentry.close();
+      }
+    });
+  }
 });
