@@ -28,6 +28,7 @@ import { ATTR_SERVICE_NAME, ATTR_SERVICE_VERSION } from '@opentelemetry/semantic
 import { SentryPropagator } from '@sentry/opentelemetry';
 
 import { countDropped, enableExemplars } from './metrics.mjs';
+import { Outage, failureReason } from './outage.mjs';
 import { FILTERED, isSensitiveKey, scrubStack, scrubText } from './scrub.mjs';
 
 const _MAX_EXPORT_BATCH = 512;
@@ -56,6 +57,7 @@ export function startOpenTelemetry(config, { sentryOtlp } = {}) {
       new _BoundedSpanProcessor(
         new OTLPTraceExporter({ url: otel.tracesEndpoint, timeoutMillis: otel.exportTimeoutMs }),
         otel,
+        new Outage('traces', 'traces'),
       ),
     );
   }
@@ -67,6 +69,7 @@ export function startOpenTelemetry(config, { sentryOtlp } = {}) {
         new _BoundedSpanProcessor(
           new OTLPTraceExporter({ ...sentryOtlp, timeoutMillis: otel.exportTimeoutMs }),
           otel,
+          new Outage('sentry-traces', 'traces'),
         ),
       ),
     );
@@ -92,6 +95,7 @@ export function startOpenTelemetry(config, { sentryOtlp } = {}) {
       new _BoundedLogRecordProcessor(
         new OTLPLogExporter({ url: otel.logsEndpoint, timeoutMillis: otel.exportTimeoutMs }),
         otel,
+        new Outage('logs', 'logs'),
       ),
     );
   }
@@ -158,10 +162,10 @@ class _SentryTracePropagator {
  * counts every span it drops or fails to deliver, and scrubs PII from attributes before export.
  */
 class _BoundedSpanProcessor {
-  constructor(exporter, { spanQueueSize, spanDelayMs, exportTimeoutMs }) {
+  constructor(exporter, { spanQueueSize, spanDelayMs, exportTimeoutMs }, outage) {
     this._limit = spanQueueSize;
     this._inFlight = 0;
-    const counting = _countingExporter(exporter, 'traces', _scrubSpan, (n) => {
+    const counting = _countingExporter(exporter, 'traces', _scrubSpan, outage, (n) => {
       this._inFlight -= n;
     });
     this._batch = new BatchSpanProcessor(counting, {
@@ -227,10 +231,10 @@ class _TraceShareSpanProcessor {
 
 /** The log counterpart of _BoundedSpanProcessor (records are scrubbed by the pino logger). */
 class _BoundedLogRecordProcessor {
-  constructor(exporter, { logQueueSize, logDelayMs, exportTimeoutMs }) {
+  constructor(exporter, { logQueueSize, logDelayMs, exportTimeoutMs }, outage) {
     this._limit = logQueueSize;
     this._inFlight = 0;
-    const counting = _countingExporter(exporter, 'logs', (record) => record, (n) => {
+    const counting = _countingExporter(exporter, 'logs', (record) => record, outage, (n) => {
       this._inFlight -= n;
     });
     this._batch = new BatchLogRecordProcessor({
@@ -260,7 +264,7 @@ class _BoundedLogRecordProcessor {
   }
 }
 
-function _countingExporter(exporter, signal, transform, settled) {
+function _countingExporter(exporter, signal, transform, outage, settled) {
   return {
     export(items, resultCallback) {
       let done = false;
@@ -270,8 +274,11 @@ function _countingExporter(exporter, signal, transform, settled) {
         }
         done = true;
         settled(items.length);
-        if (result.code !== ExportResultCode.SUCCESS) {
+        if (result.code === ExportResultCode.SUCCESS) {
+          outage.delivered();
+        } else {
           countDropped(signal, items.length);
+          outage.failed(failureReason(result.error));
         }
         resultCallback(result);
       };

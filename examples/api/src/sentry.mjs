@@ -13,6 +13,7 @@ import { httpRequestToRequestData } from '@sentry/core';
 import * as Sentry from '@sentry/node';
 
 import { countDropped } from './metrics.mjs';
+import { Outage, failureReason } from './outage.mjs';
 import { scrubBreadcrumb, scrubSentryEvent } from './scrub.mjs';
 
 // Sentry's transport keeps at most this many envelopes in flight; more are dropped and counted.
@@ -179,8 +180,10 @@ export function sentryOtlpTraces(dsn) {
   return dsn ? Sentry.getOtlpTracesEndpoint(dsn) : undefined;
 }
 
+const _outage = new Outage('sentry', 'errors');
+
 function _countingTransport(options) {
-  return Sentry.makeNodeTransport({
+  const transport = Sentry.makeNodeTransport({
     ...options,
     recordDroppedEvent(reason, category, count = 1) {
       // Network errors, timeouts, a full buffer and rate limits all end here.
@@ -190,6 +193,31 @@ function _countingTransport(options) {
       options.recordDroppedEvent(reason, category, count);
     },
   });
+  return {
+    ...transport,
+    // Every delivery's outcome, for the outage log. A full buffer or a rate limit resolves
+    // with no status: Sentry is not failing then.
+    send(envelope) {
+      return transport.send(envelope).then(
+        (response) => {
+          const status = response.statusCode;
+          if (status >= 200 && status < 300) {
+            _outage.delivered();
+          } else if (status >= 500) {
+            // The SDK records no loss for an error status: count the envelope's events here.
+            const [, items] = envelope;
+            countDropped('errors', items.filter(([header]) => header.type === 'event').length);
+            _outage.failed(`HTTP ${status}`);
+          }
+          return response;
+        },
+        (error) => {
+          _outage.failed(failureReason(error));
+          throw error;
+        },
+      );
+    },
+  };
 }
 
 // The SDK's agent sets no response timeout, so a Sentry that accepts connections but never

@@ -7,6 +7,7 @@ import { loadConfigOrExit } from './config.mjs';
 import { createLogger } from './logger.mjs';
 import { buildInfo, droppedTotals } from './metrics.mjs';
 import { Monitor } from './monitor.mjs';
+import { logOutagesTo } from './outage.mjs';
 import { getTelemetry } from './runtime.mjs';
 
 // Telemetry gets this long to flush on shutdown; a backend that is down must not hold the exit.
@@ -24,6 +25,7 @@ const logger = createLogger({
 if (!telemetry) {
   logger.warn('started without --import ./src/instrument.mjs: no traces, OTLP logs or Sentry');
 }
+logOutagesTo(logger);
 
 buildInfo.set({ version: config.version, commit: config.commit }, 1);
 

@@ -197,3 +197,84 @@ describe('backends refusing connections', () => {
     await assertProbesUnaffected(service);
   });
 });
+
+describe('an outage in the logs', () => {
+  it('is one line as delivery fails and one as it recovers, with what was dropped, never a line per item', async () => {
+    const [otlpPort, sentryPort] = [await refusedPort(), await refusedPort()];
+    const service = await startService({
+      OTEL_EXPORTER_OTLP_TRACES_ENDPOINT: `http://127.0.0.1:${otlpPort}/v1/traces`,
+      OTEL_EXPORTER_OTLP_LOGS_ENDPOINT: `http://127.0.0.1:${otlpPort}/v1/logs`,
+      SENTRY_DSN: `http://public@127.0.0.1:${sentryPort}/1`,
+      OTEL_EXPORTER_OTLP_TIMEOUT: '1000',
+      LOG_LEVEL: 'info',
+    });
+    const otlp = new OtlpReceiver();
+    const sentry = new SentryReceiver();
+    const lines = (prefix) => service.logs.filter((line) => line.msg?.startsWith(prefix));
+    try {
+      for (let i = 0; i < 6; i++) {
+        await service.request('/error?kind=handled');
+        await new Promise((resolve) => setTimeout(resolve, 150)); // batches of their own
+      }
+      await waitFor(
+        async () => {
+          const counts = await dropped(service);
+          return counts.traces >= 6 && counts.logs >= 6 && counts.errors >= 6;
+        },
+        { message: 'every lost span, log record and event counted' },
+      );
+      const backends = { sentry: 'errors', traces: 'traces', logs: 'logs' };
+      // One warning per backend, nothing per batch or per event.
+      const warnings = service.logs.filter((line) => line.level === 'warn').map((line) => line.msg);
+      assert.equal(warnings.length, 3, JSON.stringify(warnings));
+      for (const backend of Object.keys(backends)) {
+        assert.equal(lines(`${backend}: delivery failing since `).length, 1, backend);
+      }
+
+      // The backends come back where they were.
+      await otlp.start(otlpPort);
+      await sentry.start(sentryPort);
+      await service.request('/error?kind=handled');
+      await waitFor(() => Object.keys(backends).every((backend) => lines(`${backend}: delivery recovered`).length), {
+        message: 'every backend recovered',
+      });
+      const lost = await dropped(service);
+      for (const [backend, signal] of Object.entries(backends)) {
+        assert.equal(lines(`${backend}: delivery failing since `).length, 1, backend);
+        assert.deepEqual(
+          lines(`${backend}: delivery recovered`).map((line) => line.msg),
+          [`${backend}: delivery recovered after ${lost[signal]} dropped`],
+        );
+      }
+    } finally {
+      await service.stop();
+      await otlp.close();
+      await sentry.close();
+    }
+  });
+
+  it('counts the events a failing Sentry answers with 500 (the SDK does not), and logs the outage once', async () => {
+    const sentry = await new SentryReceiver().start();
+    sentry.mode = 'fail';
+    const service = await startService({ SENTRY_DSN: sentry.dsn, LOG_LEVEL: 'info' });
+    const lines = (prefix) => service.logs.filter((line) => line.msg?.startsWith(prefix));
+    try {
+      for (let i = 0; i < 4; i++) {
+        await service.request('/error?kind=handled');
+      }
+      await waitFor(async () => (await dropped(service)).errors >= 4, { message: '4 lost events counted' });
+      assert.deepEqual(
+        lines('sentry: delivery failing since ').map((line) => line.reason),
+        ['HTTP 500'],
+      );
+      sentry.mode = 'ok';
+      await service.request('/error?kind=handled');
+      await waitFor(() => lines('sentry: delivery recovered').length, { message: 'sentry recovered' });
+      assert.equal(lines('sentry: delivery recovered')[0].msg, 'sentry: delivery recovered after 4 dropped');
+      assert.equal(sentry.events().length, 1);
+    } finally {
+      await service.stop();
+      await sentry.close();
+    }
+  });
+});

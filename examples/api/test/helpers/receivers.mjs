@@ -18,9 +18,9 @@ class _Receiver {
     this._server.keepAliveTimeout = 1000;
   }
 
-  /** Listens on a free loopback port. */
-  async start() {
-    await new Promise((resolve) => this._server.listen(0, '127.0.0.1', resolve));
+  /** Listens on a free loopback port, or on `port` (a backend coming back where it was). */
+  async start(port = 0) {
+    await new Promise((resolve) => this._server.listen(port, '127.0.0.1', resolve));
     this.port = this._server.address().port;
     this.origin = `http://127.0.0.1:${this.port}`;
     return this;
