@@ -263,6 +263,8 @@ describe('an outage in the logs', () => {
         await service.request('/error?kind=handled');
       }
       await waitFor(async () => (await dropped(service)).errors >= 4, { message: '4 lost events counted' });
+      // The line is written by the transport as it sees the failure, asynchronously from the count.
+      await waitFor(() => lines('sentry: delivery failing since ').length, { message: 'the outage line' });
       assert.deepEqual(
         lines('sentry: delivery failing since ').map((line) => line.reason),
         ['HTTP 500'],
