@@ -54,6 +54,7 @@ export function loadConfig(env = process.env) {
   const fastapiUrl = read.url('FASTAPI_URL', 'http://127.0.0.1:8000');
   const gitCommit = read.string('GIT_COMMIT', 'unknown');
   const release = read.string('SENTRY_RELEASE', undefined);
+  const otlpBase = read.url('OTEL_EXPORTER_OTLP_ENDPOINT', undefined);
 
   const config = {
     port: read.integer('PORT', 9091, { min: 0, max: 65535 }),
@@ -71,8 +72,11 @@ export function loadConfig(env = process.env) {
 
     otel: {
       serviceName: read.string('OTEL_SERVICE_NAME', 'api'),
-      tracesEndpoint: read.url('OTEL_EXPORTER_OTLP_TRACES_ENDPOINT', undefined),
-      logsEndpoint: read.url('OTEL_EXPORTER_OTLP_LOGS_ENDPOINT', undefined),
+      // OTLP/HTTP. The base endpoint (the stack's collector) gets /v1/traces and /v1/logs appended;
+      // a per-signal variable is used as it is and wins for its signal.
+      // https://opentelemetry.io/docs/specs/otel/protocol/exporter/#endpoint-urls-for-otlphttp
+      tracesEndpoint: read.url('OTEL_EXPORTER_OTLP_TRACES_ENDPOINT', _signalUrl(otlpBase, 'traces')),
+      logsEndpoint: read.url('OTEL_EXPORTER_OTLP_LOGS_ENDPOINT', _signalUrl(otlpBase, 'logs')),
       // Bounded buffers: when a backend is slow or down, telemetry is dropped and counted
       // (telemetry_dropped_total) rather than held in memory or waited for.
       spanQueueSize: read.integer('OTEL_BSP_MAX_QUEUE_SIZE', 2048, { min: 1, max: 1_000_000 }),
@@ -235,6 +239,11 @@ class _Reader {
     }
     return Object.freeze(targets);
   }
+}
+
+// `http://collector:4318` -> `http://collector:4318/v1/traces` (undefined stays undefined).
+function _signalUrl(base, signal) {
+  return base === undefined ? undefined : `${base.replace(/\/+$/, '')}/v1/${signal}`;
 }
 
 function _httpUrl(raw) {

@@ -92,8 +92,10 @@ class _HttpServerMetrics {
     one.count += 1;
     one.sum += seconds;
     one.buckets[i] += 1;
-    if (_tracesExported && spanContext && (spanContext.traceFlags & 1) === 1) {
-      // The latest exemplar of each bucket, as prom-client keeps them.
+    // Exemplars only on failed requests: the collector's tail sampling keeps every trace with an
+    // error, so each exemplar opens a trace that exists (a plain request's trace is kept only by
+    // chance). The latest exemplar of each bucket, as prom-client keeps them.
+    if (statusClass === '5xx' && _tracesExported && spanContext && (spanContext.traceFlags & 1) === 1) {
       one.exemplars[i] = { labelSet: { trace_id: spanContext.traceId }, value: seconds, timestamp: Date.now() / 1000 };
     }
   }
@@ -106,8 +108,8 @@ function _sample(labels, value, metricName, exemplar, sharedLabels) {
 const _httpServer = new _HttpServerMetrics([registry]);
 
 /**
- * Counts one served request and its duration; a sampled, exported trace becomes the exemplar of
- * its bucket.
+ * Counts one served request and its duration; a failed request whose sampled trace is exported
+ * becomes the exemplar of its bucket.
  * @param {string} method @param {string} route the route template @param {string} statusClass
  * @param {number} seconds @param {import('@opentelemetry/api').SpanContext | undefined} spanContext
  */

@@ -117,7 +117,10 @@ export class Monitor {
     const labels = { target: target.name };
     probeSuccess.set(labels, result.success ? 1 : 0);
     probeHttpStatus.set(labels, result.status);
-    probeDuration.observe({ labels, value: result.durationSeconds, exemplarLabels: exemplarFor(spanContext) });
+    // A failed probe's span has an error status, so the collector keeps its trace: only those
+    // get an exemplar (a healthy probe's trace is kept only by chance).
+    const exemplarLabels = result.success ? {} : exemplarFor(spanContext);
+    probeDuration.observe({ labels, value: result.durationSeconds, exemplarLabels });
 
     const state = this._state.get(target.name);
     const wasUp = state.up;

@@ -115,13 +115,18 @@ describe('API', () => {
 
   it('negotiates the exposition format: OpenMetrics with exemplars, else Prometheus text', async () => {
     await service.request('/inventory/SB-1001');
+    await service.request('/error?kind=handled');
     const openMetrics = await service.request('/metrics', {
       headers: { accept: 'application/openmetrics-text;version=1.0.0,text/plain;q=0.5' },
     });
     assert.match(openMetrics.headers['content-type'], /^application\/openmetrics-text/);
     assert.match(openMetrics.text, /# EOF\n$/);
     assert.match(openMetrics.text, /^http_server_requests_total\{/m);
-    assert.ok(parseMetrics(openMetrics.text).some((s) => s.exemplar?.labels.trace_id));
+    // Exemplars mark failed requests only: the collector's tail sampling keeps every trace with
+    // an error, so each exemplar opens a trace that exists.
+    const withExemplar = parseMetrics(openMetrics.text).filter((s) => s.exemplar?.labels.trace_id);
+    assert.ok(withExemplar.length > 0);
+    assert.ok(withExemplar.every((s) => s.labels.status_class === '5xx'), JSON.stringify(withExemplar));
 
     // After an OpenMetrics scrape, plain text must still carry the _total counter names.
     const text = await service.request('/metrics', { headers: { accept: 'text/plain' } });

@@ -41,6 +41,20 @@ describe('loadConfig', () => {
     );
   });
 
+  it('sends OTLP to the base OTEL_EXPORTER_OTLP_ENDPOINT, a per-signal variable winning', () => {
+    const base = loadConfig({ OTEL_EXPORTER_OTLP_ENDPOINT: 'http://otel-collector:4318/' }).otel;
+    assert.equal(base.tracesEndpoint, 'http://otel-collector:4318/v1/traces');
+    assert.equal(base.logsEndpoint, 'http://otel-collector:4318/v1/logs');
+    const mixed = loadConfig({
+      OTEL_EXPORTER_OTLP_ENDPOINT: 'http://otel-collector:4318',
+      OTEL_EXPORTER_OTLP_LOGS_ENDPOINT: 'http://loki:3100/otlp/v1/logs',
+    }).otel;
+    assert.equal(mixed.tracesEndpoint, 'http://otel-collector:4318/v1/traces');
+    assert.equal(mixed.logsEndpoint, 'http://loki:3100/otlp/v1/logs');
+    assert.equal(loadConfig({}).otel.tracesEndpoint, undefined);
+    assert.throws(() => loadConfig({ OTEL_EXPORTER_OTLP_ENDPOINT: 'collector:4318' }), /OTEL_EXPORTER_OTLP_ENDPOINT/);
+  });
+
   it('derives the default targets from FASTAPI_URL, and MONITOR_TARGETS replaces them', () => {
     const fromBase = loadConfig({ FASTAPI_URL: 'http://fastapi-app.railway.internal:8000/' });
     assert.equal(fromBase.monitor.targets[1].url, 'http://fastapi-app.railway.internal:8000/health');

@@ -65,8 +65,9 @@ function reference(all, contentType) {
       histogram.observe(labels, seconds);
       continue;
     }
-    const sampled = (spanContext.traceFlags & 1) === 1;
-    histogram.observe({ labels, value: seconds, exemplarLabels: sampled ? { trace_id: spanContext.traceId } : {} });
+    // Exemplars on failed requests only (see metrics.mjs).
+    const failed = statusClass === '5xx' && (spanContext.traceFlags & 1) === 1;
+    histogram.observe({ labels, value: seconds, exemplarLabels: failed ? { trace_id: spanContext.traceId } : {} });
   }
   return registry;
 }

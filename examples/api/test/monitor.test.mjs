@@ -180,7 +180,7 @@ describe('monitor', () => {
     assert.ok(expected500.hits.length <= Math.ceil(healthy.hits.length / 3) + 1, `${expected500.hits.length} vs ${healthy.hits.length}`);
   });
 
-  it('propagates traceparent and sentry-trace into the target, joined with span, exemplar, log and event', async () => {
+  it('propagates traceparent and sentry-trace into the target, joined with span, log and event; failed probes get exemplars', async () => {
     const hit = healthy.hits.at(-1);
     const traceparent = /^00-([0-9a-f]{32})-([0-9a-f]{16})-01$/.exec(hit.headers.traceparent);
     assert.ok(traceparent, `traceparent header: ${hit.headers.traceparent}`);
@@ -201,9 +201,14 @@ describe('monitor', () => {
     assert.equal(client.kind, 3); // CLIENT
     assert.equal(client.parentSpanId, root.spanId);
 
-    const exemplarTraceIds = samples(await service.metrics(), 'probe_duration_seconds_bucket', { target: names.healthy })
-      .filter((s) => s.exemplar)
-      .map((s) => s.exemplar.labels.trace_id);
+    // Exemplars mark failed probes only: the collector keeps every trace with an error.
+    const exemplars = (target) =>
+      samples(metrics, 'probe_duration_seconds_bucket', { target })
+        .filter((s) => s.exemplar)
+        .map((s) => s.exemplar.labels.trace_id);
+    const metrics = await service.metrics();
+    assert.deepEqual(exemplars(names.healthy), []);
+    const exemplarTraceIds = exemplars(names.broken);
     assert.ok(exemplarTraceIds.length > 0);
     const exported = new Set(otlp.spans().filter((s) => s.name === 'probe').map((s) => s.traceId));
     await waitFor(() => exemplarTraceIds.every((id) => new Set(otlp.spans().map((s) => s.traceId)).has(id)), {

@@ -163,7 +163,11 @@ class RequestTelemetryMiddleware:
         series = _series(method, template, f"{status // 100}xx")
         context = span.get_span_context()
         sampled = context.is_valid and context.trace_flags.sampled
-        exemplar = {"trace_id": f"{context.trace_id:032x}"} if sampled else None
+        # Exemplars only on failed requests: the collector's tail sampling keeps every trace
+        # with an error, so each exemplar opens a trace that exists (a plain request's trace
+        # is kept only by chance).
+        failed = sampled and status >= 500
+        exemplar = {"trace_id": f"{context.trace_id:032x}"} if failed else None
         series[0].inc(exemplar=exemplar)
         series[1].observe(seconds, exemplar=exemplar)
         if template not in _QUIET_ROUTES and (sampled or status >= 500 or self._log_every_request):

@@ -9,7 +9,14 @@ from __future__ import annotations
 import logging
 from typing import Annotated, Literal
 
-from pydantic import AliasChoices, Field, HttpUrl, ValidationError, field_validator
+from pydantic import (
+    AliasChoices,
+    Field,
+    HttpUrl,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 SampleRate = Annotated[float, Field(ge=0.0, le=1.0)]
@@ -43,6 +50,10 @@ class Settings(BaseSettings):
     access_log: Literal["sampled", "all"] = "sampled"
 
     otel_service_name: str = "fastapi-app"
+    # OTLP/HTTP. The base endpoint (the stack's collector) gets /v1/traces and /v1/logs
+    # appended; a per-signal variable is used as it is and wins for its signal.
+    # https://opentelemetry.io/docs/specs/otel/protocol/exporter/#endpoint-urls-for-otlphttp
+    otel_exporter_otlp_endpoint: HttpUrl | None = None
     otel_exporter_otlp_traces_endpoint: HttpUrl | None = None
     otel_exporter_otlp_logs_endpoint: HttpUrl | None = None
     # Bounded buffers: when a backend is slow or down, telemetry is dropped (and counted)
@@ -110,6 +121,16 @@ class Settings(BaseSettings):
         except BadDsn as exc:
             raise ValueError(f"not a Sentry DSN ({exc})") from None
         return value
+
+    @model_validator(mode="after")
+    def _signal_endpoints(self) -> Settings:
+        if self.otel_exporter_otlp_endpoint is not None:
+            base = str(self.otel_exporter_otlp_endpoint).rstrip("/")
+            if self.otel_exporter_otlp_traces_endpoint is None:
+                self.otel_exporter_otlp_traces_endpoint = HttpUrl(f"{base}/v1/traces")
+            if self.otel_exporter_otlp_logs_endpoint is None:
+                self.otel_exporter_otlp_logs_endpoint = HttpUrl(f"{base}/v1/logs")
+        return self
 
     @property
     def version(self) -> str:

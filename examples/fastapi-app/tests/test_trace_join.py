@@ -107,13 +107,20 @@ def test_error_shares_one_trace_id_across_all_signals(
         wait_for(lambda: f'"trace_id": "{trace_id}"' in app.output(), message="the stdout line")
 
 
-def test_each_request_gets_its_own_trace_id(telemetry_env: dict[str, str]) -> None:
+def test_each_failed_request_gets_its_own_trace_id_and_successes_no_exemplar(
+    telemetry_env: dict[str, str],
+) -> None:
+    """Exemplars mark failed requests only: the collector's tail sampling keeps every trace
+    with an error, so an exemplar always opens a trace that exists."""
     with fastapi_app(telemetry_env) as app:
-        httpx.get(f"{app.url}/hello", params={"name": "one"})
-        first = _exemplar_trace_ids(app.url, "/hello")
-        httpx.get(f"{app.url}/hello", params={"name": "two"})
-        second = _exemplar_trace_ids(app.url, "/hello")
+        httpx.get(f"{app.url}/error", params={"kind": "handled"})
+        first = _exemplar_trace_ids(app.url, "/error")
+        httpx.get(f"{app.url}/error", params={"kind": "handled"})
+        second = _exemplar_trace_ids(app.url, "/error")
+        assert httpx.get(f"{app.url}/hello", params={"name": "one"}).status_code == 200
+        successes = _exemplar_trace_ids(app.url, "/hello")
     assert first and second and first != second
+    assert successes == set()
 
 
 def test_health_and_metrics_are_not_traced(
