@@ -71,6 +71,7 @@ def _project_prometheus(targets: dict[str, str]) -> Iterator[Prometheus]:
             "LOKI_TARGETS": "",
             "TEMPO_TARGETS": "",
             "GRAFANA_TARGETS": "",
+            "OTEL_COLLECTOR_TARGETS": "",
             **targets,
         }
         with start_prometheus(["sh", str(ENTRYPOINT)], port, workdir, env=env) as server:
@@ -96,12 +97,14 @@ def test_prometheus_scrapes_both_services_with_exemplars_and_accepts_remote_writ
             }
         ) as prometheus,
     ):
-        # Traffic through both services, including the cross-service call.
+        # Traffic through both services, including the cross-service call and failures.
         for _ in range(5):
             assert httpx.get(f"{fastapi.url}/hello", params={"name": "ada"}).status_code == 200
             chain = httpx.get(f"{fastapi.url}/chain", params={"sku": "SB-1001"}, timeout=10)
             assert chain.status_code == 200, chain.text
             assert httpx.get(f"{api.url}/inventory/SB-1002").status_code == 200
+            assert httpx.get(f"{fastapi.url}/error", params={"kind": "handled"}).status_code == 500
+            assert httpx.get(f"{api.url}/error", params={"kind": "handled"}).status_code == 500
 
         wait_for_scrapes(prometheus, JOBS, timeout=40)
         targets = {t["labels"]["job"]: t for t in prometheus.targets()}
@@ -120,9 +123,14 @@ def test_prometheus_scrapes_both_services_with_exemplars_and_accepts_remote_writ
                 message=f"trace_id exemplars from {job}",
             )
             assert all(re.fullmatch(r"[0-9a-f]{32}", t) for t in trace_ids), trace_ids
-            # The exemplar ids are the ids of real exported traces.
+            # The exemplar ids are the ids of real exported traces, of failed requests only:
+            # the collector's tail sampling keeps every such trace.
             exported = {span.trace_id for span in otlp.spans()}
             assert trace_ids & exported, (job, trace_ids, len(exported))
+            successes = (
+                f'http_server_request_duration_seconds_bucket{{job="{job}",status_class="2xx"}}'
+            )
+            assert prometheus.exemplar_trace_ids(successes) - {""} == set(), job
 
         _assert_remote_write_accepted(prometheus)
 

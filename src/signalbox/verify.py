@@ -1,11 +1,13 @@
 """``signalbox verify``: prove, on a running stack, that one request's trace id joins everything.
 
 It sends ``/error`` (and ``/chain``) to the FastAPI sample service with a fresh W3C
-``traceparent``, so the trace id is known, then polls each configured backend until that id
-shows up or the deadline passes: Tempo (spans from every service on the path), Loki (log lines
-of every service), Prometheus (an exemplar) and Sentry (the error event, in the expected project
-and environment). Backends are read directly, or through Grafana's datasource proxy by uid so
-that only Grafana needs to be reachable. Exit 0 means every leg asked for passed: all five
+``traceparent``, so the trace id is known, and ``tracestate: signalbox=keep``, so the
+collector's tail sampling keeps both traces; then it polls each configured backend until that
+id shows up or the deadline passes: Tempo (spans from every service on the path), Loki (log
+lines of every service), Prometheus (the /error request's exemplar: exemplars mark failed
+requests) and Sentry (the error event, in the expected project and environment). Backends
+are read directly, or through Grafana's datasource proxy by uid so that only Grafana needs to
+be reachable. Exit 0 means every leg asked for passed: all five
 (grafana, tempo, loki, prometheus, sentry) unless --only names fewer; a leg that is not
 configured is reported as skipped, never as passed, and makes the verdict INCOMPLETE.
 See docs/verify.md.
@@ -49,6 +51,8 @@ DEFAULT_SENTRY_URL = "https://sentry.io"
 SENTRY_CREDENTIAL = "SENTRY_AUTH_TOKEN (scopes org:read, project:read, event:read)"
 # The names Compose looks for, in its order (compose-go's cli.DefaultFileNames).
 _COMPOSE_FILES = ("compose.yaml", "compose.yml", "docker-compose.yml", "docker-compose.yaml")
+# Sent with every probe: the collector keeps such traces whatever its sampling share.
+FORCE_KEEP = "signalbox=keep"
 # Loki and Prometheus are asked about a window around the probe; clocks may disagree a little.
 _WINDOW_BEFORE_S = 300.0
 _WINDOW_AFTER_S = 60.0
@@ -405,7 +409,14 @@ async def _send_probe(client: httpx.AsyncClient, base_url: str, probe: Probe) ->
         # A fresh connection per probe: uvicorn resets a kept-alive connection right after an
         # unhandled exception, and the next probe must not land on it.
         response = await client.get(
-            url, headers={"traceparent": probe.traceparent, "Connection": "close"}
+            url,
+            # The collector's tail sampling keeps a trace that carries this tracestate whatever
+            # its share of plain traces (otel-collector/config.yaml, policy "forced").
+            headers={
+                "traceparent": probe.traceparent,
+                "tracestate": FORCE_KEEP,
+                "Connection": "close",
+            },
         )
     except httpx.TimeoutException:
         probe.problem = f"{probe.path} did not answer within {client.timeout.read} s"
@@ -606,8 +617,9 @@ def _legs(
     legs: list[Leg] = []
     for backend in (b for b in BACKENDS if b in config.legs):
         for probe in probes:
-            if backend == "sentry" and probe.name != "error":
-                continue  # only /error raises an exception
+            if backend in ("sentry", "prometheus") and probe.name != "error":
+                # Only /error raises an exception, and exemplars mark failed requests only.
+                continue
             route = routes[backend]
             legs.append(
                 Leg(
