@@ -71,6 +71,10 @@ def build() -> Json:
             ],
             unit="s",
             w=24,
+            description=(
+                "Exemplar dots mark failed probes: their traces have an error, which the "
+                "collector always keeps, so each dot opens its trace in Tempo."
+            ),
         ),
         table(
             "Last HTTP status per target",

@@ -115,8 +115,10 @@ def build() -> Json:
             w=24,
             h=9,
             description=(
-                "Exemplar dots carry the trace id of a real request: the Prometheus datasource "
-                "links them to Tempo and to the Error investigation dashboard."
+                "Exemplar dots mark failed (5xx) requests and carry their trace id: the "
+                "collector's tail sampling keeps every failed trace, so each dot opens a trace "
+                "in Tempo and the Error investigation dashboard. Successful requests get no dot "
+                "(only a share of their traces is kept)."
             ),
         ),
         timeseries(
