@@ -13,6 +13,7 @@ deviations (sqrt(p(1-p)/n)), so a correct collector fails them by chance less th
 
 from __future__ import annotations
 
+import contextlib
 import math
 import secrets
 import shutil
@@ -25,7 +26,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from collector import Collector, collector_env, run_collector
+from collector import Collector, CollectorPorts, collector_env, run_collector
 from receivers import OtlpReceiver, SentryReceiver, wait_for
 from services import Service, fastapi_app, free_port, node_api
 
@@ -254,44 +255,80 @@ def test_sentry_gets_one_share_of_whole_traces_for_both_services() -> None:
         assert auth and all(h["x-sentry-auth"] == "sentry sentry_key=publickey" for h in auth)
 
 
-def test_collector_hanging_or_down_never_slows_a_request_and_data_flows_after() -> None:
+@pytest.mark.parametrize("outage", ["hanging", "stopped"])
+def test_collector_hanging_or_down_never_slows_a_request_and_data_flows_after(
+    outage: str,
+) -> None:
+    ports = CollectorPorts.free()
+    with OtlpReceiver() as tempo, OtlpReceiver() as loki, SentryReceiver() as sentry:
+        env = collector_env(tempo.traces_endpoint, loki.logs_endpoint, **FAST)
+        _survive_an_outage(outage, ports, env, tempo, sentry)
+
+
+def _survive_an_outage(
+    outage: str,
+    ports: CollectorPorts,
+    env: dict[str, str],
+    tempo: OtlpReceiver,
+    sentry: SentryReceiver,
+) -> None:
     with (
-        OtlpReceiver() as tempo,
-        OtlpReceiver() as loki,
-        SentryReceiver() as sentry,
-        run_collector(collector_env(tempo.traces_endpoint, loki.logs_endpoint, **FAST)) as col,
-        fastapi_app(_service_env("fastapi-app", col, sentry)) as app,
+        run_collector(env, ports=ports) as col,
+        node_api(_service_env("api", col, sentry)) as node,
+        fastapi_app(
+            {**_service_env("fastapi-app", col, sentry), "DOWNSTREAM_URL": node.url}
+        ) as app,
     ):
 
         def slowest_of(count: int) -> float:
             slowest = 0.0
             for _ in range(count):
                 started = time.monotonic()
-                assert httpx.get(f"{app.url}/hello", timeout=10).status_code == 200
+                assert httpx.get(f"{app.url}/chain", timeout=10).status_code == 200
                 slowest = max(slowest, time.monotonic() - started)
             return slowest
 
-        def dropped() -> float:
-            text = httpx.get(f"{app.url}/metrics", timeout=5).text
+        def dropped(service: Service) -> float:
+            text = httpx.get(f"{service.url}/metrics", timeout=5).text
             return sum(
                 float(line.rsplit(" ", 1)[1])
                 for line in text.splitlines()
                 if line.startswith("telemetry_dropped_total{")
             )
 
-        col.pause()  # hangs: connections are accepted, nothing answers
-        # A request never waits for telemetry: far below the exporter's 5 s timeout.
+        if outage == "hanging":
+            col.pause()  # connections are accepted, nothing answers
+        else:
+            col.stop()  # connections are refused
+        # A request never waits for telemetry: far below the exporters' 5 s timeout.
         assert slowest_of(60) < 0.5
-        wait_for(lambda: dropped() > 0, timeout=20, message="drops counted while it hangs")
-        col.resume()
+        for service in (app, node):
+            wait_for(
+                lambda service=service: dropped(service) > 0,
+                timeout=30,
+                message=f"{service.url}: drops counted while the collector is {outage}",
+            )
 
-        trace_id, header = _traceparent()
-        httpx.get(f"{app.url}/error", headers={"traceparent": header}, timeout=10)
-        wait_for(
-            lambda: trace_id in {s.trace_id for s in tempo.spans()},
-            timeout=30,
-            message="data flows again once the collector answers",
-        )
+        if outage == "hanging":
+            col.resume()
+            restarted = contextlib.nullcontext(col)
+        else:  # a new collector on the same addresses, the services untouched
+            restarted = run_collector(env, ports=ports)
+        with restarted:
+            trace_id, header = _traceparent()
+            httpx.get(
+                f"{app.url}/chain",
+                headers={"traceparent": header, "tracestate": "signalbox=keep"},
+                timeout=10,
+            )
+            wait_for(
+                lambda: (
+                    {s.service_name for s in tempo.spans() if s.trace_id == trace_id}
+                    == {"fastapi-app", "api"}
+                ),
+                timeout=30,
+                message="both services' data flows again once the collector is back",
+            )
 
 
 def test_collector_masks_pii_the_services_did_not_scrub(bundle: Bundle) -> None:

@@ -22,6 +22,18 @@ REPO = Path(__file__).resolve().parents[2]
 BINARY = REPO / ".tools" / "bin" / "otelcol"
 
 
+@dataclass(frozen=True)
+class CollectorPorts:
+    otlp_http: int
+    otlp_grpc: int
+    metrics: int
+    health: int
+
+    @classmethod
+    def free(cls) -> CollectorPorts:
+        return cls(free_port(), free_port(), free_port(), free_port())
+
+
 @dataclass
 class Collector:
     otlp_http: str  # base URL the services' OTEL_EXPORTER_OTLP_ENDPOINT takes
@@ -53,6 +65,11 @@ class Collector:
                 total += float(value)
         return total
 
+    def stop(self) -> None:
+        """Down: the process ends, connections are refused."""
+        self.process.terminate()
+        self.process.wait(15)
+
     def pause(self) -> None:
         """Hang: the process stops answering, its sockets still accept connections."""
         os.kill(self.process.pid, signal.SIGSTOP)
@@ -68,13 +85,18 @@ def collector_env(tempo: str, loki: str, **extra: str) -> dict[str, str]:
 
 @contextlib.contextmanager
 def run_collector(
-    env: Mapping[str, str], metrics_port: int | None = None, timeout: float = 30.0
+    env: Mapping[str, str],
+    metrics_port: int | None = None,
+    ports: CollectorPorts | None = None,
+    timeout: float = 30.0,
 ) -> Iterator[Collector]:
-    """The collector with ``env`` on free ports (``metrics_port``: where Prometheus scrapes)."""
+    """The collector with ``env`` on ``ports`` (free ones by default; ``metrics_port``: where
+    Prometheus scrapes it)."""
     if not BINARY.exists():
         raise AssertionError("the collector is not built: run `make backends`")
-    http_port, grpc_port, health_port = (free_port() for _ in range(3))
-    metrics_port = metrics_port or free_port()
+    ports = ports or CollectorPorts.free()
+    http_port, grpc_port, health_port = ports.otlp_http, ports.otlp_grpc, ports.health
+    metrics_port = metrics_port or ports.metrics
     with tempfile.NamedTemporaryFile(prefix="otelcol-", suffix=".log", delete=False) as log:
         log_path = Path(log.name)
     full_env = {
@@ -109,12 +131,13 @@ def run_collector(
     finally:
         with contextlib.suppress(ProcessLookupError):
             collector.resume()
-        process.terminate()
-        try:
-            process.wait(15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        if process.poll() is None:
+            process.terminate()
+            try:
+                process.wait(15)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
 
 
 def _wait_healthy(collector: Collector, timeout: float) -> None:
