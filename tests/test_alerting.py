@@ -78,6 +78,7 @@ def test_the_repository_alerts_are_documented_tested_and_routed() -> None:
         "ScrapeTargetDown",
         "TelemetryDropped",
         "AlertNotificationsFailing",
+        "OtelCollectorExportFailing",
     }
 
 

@@ -15,6 +15,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 
 
+_OUTER_MAKE = frozenset({"MAKELEVEL", "MAKEFLAGS", "MFLAGS", "MAKEOVERRIDES"})
+
+
 def _make(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         ["make", "--no-print-directory", *args],
@@ -23,7 +26,12 @@ def _make(*args: str, env: dict[str, str] | None = None) -> subprocess.Completed
         text=True,
         timeout=60,
         check=False,
-        env={**os.environ, **(env or {})},
+        # Under `make test` the suite inherits make's own variables: a nested make would then
+        # prefix its messages with "make[1]:" and pass on the outer flags.
+        env={
+            **{k: v for k, v in os.environ.items() if k not in _OUTER_MAKE},
+            **(env or {}),
+        },
     )
 
 

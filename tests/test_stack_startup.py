@@ -54,6 +54,7 @@ def test_defaults_scrape_the_compose_service_names(tmp_path: Path, shell: str) -
         "loki": ["loki:3100"],
         "tempo": ["tempo:3200"],
         "grafana": ["grafana:3000"],
+        "otel-collector": ["otel-collector:8888"],
     }
     assert config["global"]["scrape_interval"] == "15s"
     assert config["alerting"]["alertmanagers"][0]["static_configs"][0]["targets"] == []
