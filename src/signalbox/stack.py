@@ -236,200 +236,226 @@ def _port(env: Mapping[str, str], name: str, default: int) -> int:
     return int(raw)
 
 
+@dataclass(frozen=True)
+class _Bundle:
+    """What every component's start-up is derived from."""
+
+    root: Path
+    state_dir: Path
+    env: Mapping[str, str]
+    ports: Mapping[str, int]
+
+    def which(self, name: str) -> str | None:
+        tools = self.root / ".tools" / "bin"
+        return shutil.which(name, path=f"{tools}{os.pathsep}{self.env.get('PATH', os.defpath)}")
+
+    def local(self, port: str) -> str:
+        return f"127.0.0.1:{self.ports[port]}"
+
+
+# Ports and their variables, defaults as in docker-compose.yml (Tempo's OTLP receiver: where
+# the collector sends traces when a Tempo runs natively beside it).
+_PORTS = {
+    "prometheus": ("PROMETHEUS_PORT", 9090),
+    "alertmanager": ("ALERTMANAGER_PORT", 9093),
+    "otlp_grpc": ("OTELCOL_OTLP_GRPC_PORT", 4317),
+    "otlp_http": ("OTELCOL_OTLP_HTTP_PORT", 4318),
+    "otelcol_metrics": ("OTELCOL_METRICS_PORT", 8888),
+    "otelcol_health": ("OTELCOL_HEALTH_PORT", 13133),
+    "fastapi": ("FASTAPI_APP_PORT", 8000),
+    "api": ("API_PORT", 9091),
+    "loki": ("LOKI_PORT", 3100),
+    "tempo_otlp_http": ("TEMPO_OTLP_HTTP_PORT", 14318),
+}
+# Not built on this project's machines: their Go modules are AGPL-licensed.
+_NOT_BUILT = (
+    "not built here: its Go module is AGPL-licensed, which this project's build machines may "
+    "not use (README, 'What was verified how')"
+)
+
+
 def _components(
-    bundle: Path, state_dir: Path, env: Mapping[str, str]
+    root: Path, state_dir: Path, env: Mapping[str, str]
 ) -> tuple[list[Component], dict[str, str]]:
     """What ``up`` starts, in order, and what it cannot start here (with the reason)."""
-    ports = {
-        "prometheus": _port(env, "PROMETHEUS_PORT", 9090),
-        "alertmanager": _port(env, "ALERTMANAGER_PORT", 9093),
-        "otlp_grpc": _port(env, "OTELCOL_OTLP_GRPC_PORT", 4317),
-        "otlp_http": _port(env, "OTELCOL_OTLP_HTTP_PORT", 4318),
-        "otelcol_metrics": _port(env, "OTELCOL_METRICS_PORT", 8888),
-        "otelcol_health": _port(env, "OTELCOL_HEALTH_PORT", 13133),
-        "fastapi": _port(env, "FASTAPI_APP_PORT", 8000),
-        "api": _port(env, "API_PORT", 9091),
-        "loki": _port(env, "LOKI_PORT", 3100),
-        "tempo_otlp_http": _port(env, "TEMPO_OTLP_HTTP_PORT", 14318),
-    }
-    base = {k: v for k, v in env.items()}
-    tools = bundle / ".tools" / "bin"
-    search_path = f"{tools}{os.pathsep}{env.get('PATH', os.defpath)}"
+    ports = {name: _port(env, variable, default) for name, (variable, default) in _PORTS.items()}
+    bundle = _Bundle(root, state_dir, env, ports)
     available: list[Component] = []
     unavailable: dict[str, str] = {}
-
-    def which(name: str) -> str | None:
-        return shutil.which(name, path=search_path)
-
-    # Prometheus: the image's entrypoint and renderer, Debian's binary.
-    prometheus_bin = which("prometheus")
-    prometheus_dir = state_dir / "prometheus"
-    if prometheus_bin is None:
-        unavailable["prometheus"] = "no `prometheus` binary (make setup-system installs it)"
-    else:
-
-        def _prepare_prometheus() -> None:
-            prometheus_dir.mkdir(parents=True, exist_ok=True)
-            # rule_files are relative to the rendered file, as in the image.
-            rules = prometheus_dir / "rules"
-            if rules.is_symlink() or rules.exists():
-                rules.unlink()
-            rules.symlink_to(bundle / "prometheus" / "rules")
-
-        url = f"http://127.0.0.1:{ports['prometheus']}"
-        alerting = _alert_destination(env)
-        available.append(
-            Component(
-                "prometheus",
-                ["sh", str(bundle / "prometheus" / "entrypoint.sh"), "--web.enable-lifecycle"],
-                bundle,
-                {
-                    **base,
-                    "PROMETHEUS_BIN": prometheus_bin,
-                    "PROMETHEUS_TEMPLATE": str(bundle / "prometheus" / "prometheus.yml"),
-                    "PROMETHEUS_CONFIG": str(prometheus_dir / "prometheus.yml"),
-                    "PROMETHEUS_DATA_DIR": str(prometheus_dir / "data"),
-                    "PROMETHEUS_LISTEN_ADDRESS": f"127.0.0.1:{ports['prometheus']}",
-                    "PROMETHEUS_SELF_TARGETS": f"127.0.0.1:{ports['prometheus']}",
-                    "FASTAPI_APP_TARGETS": f"127.0.0.1:{ports['fastapi']}",
-                    "API_TARGETS": f"127.0.0.1:{ports['api']}",
-                    "OTEL_COLLECTOR_TARGETS": f"127.0.0.1:{ports['otelcol_metrics']}",
-                    # Not run natively here unless a binary exists (scraping nothing is fine).
-                    "LOKI_TARGETS": env.get("LOKI_TARGETS", ""),
-                    "TEMPO_TARGETS": env.get("TEMPO_TARGETS", ""),
-                    "GRAFANA_TARGETS": env.get("GRAFANA_TARGETS", ""),
-                    "ALERTMANAGER_TARGETS": (
-                        f"127.0.0.1:{ports['alertmanager']}" if alerting else ""
-                    ),
-                },
-                f"{url}/-/ready",
-                url,
-                _version([prometheus_bin, "--version"]),
-                _prepare_prometheus,
-            )
-        )
-
-    # Alertmanager: only with a destination (it refuses to start without one, as in compose).
-    alertmanager_bin = which("prometheus-alertmanager") or which("alertmanager")
-    if not _alert_destination(env):
-        unavailable["alertmanager"] = "no ALERT_SLACK_WEBHOOK_URL or ALERT_EMAIL_TO set"
-    elif alertmanager_bin is None:
-        unavailable["alertmanager"] = "no alertmanager binary (make setup-system installs it)"
-    else:
-        url = f"http://127.0.0.1:{ports['alertmanager']}"
-        data = state_dir / "alertmanager"
-        available.append(
-            Component(
-                "alertmanager",
-                [
-                    "sh",
-                    str(bundle / "alertmanager" / "render-config.sh"),
-                    f"--storage.path={data}",
-                    f"--web.listen-address=127.0.0.1:{ports['alertmanager']}",
-                    "--cluster.listen-address=",
-                ],
-                bundle,
-                {
-                    **base,
-                    "ALERTMANAGER_BIN": alertmanager_bin,
-                    "ALERTMANAGER_CONFIG_FILE": str(state_dir / "alertmanager.yml"),
-                },
-                f"{url}/-/healthy",
-                url,
-                _version([alertmanager_bin, "--version"]),
-                lambda: data.mkdir(parents=True, exist_ok=True),
-            )
-        )
-
-    # The OpenTelemetry Collector: the image's entrypoint, the binary `make backends` built.
-    otelcol_bin = which("otelcol")
-    if otelcol_bin is None:
-        unavailable["otel-collector"] = "no otelcol binary (run `make backends`)"
-    else:
-        url = f"http://127.0.0.1:{ports['otlp_http']}"
-        available.append(
-            Component(
-                "otel-collector",
-                ["sh", str(bundle / "otel-collector" / "entrypoint.sh")],
-                bundle,
-                {
-                    "TEMPO_OTLP_TRACES_URL": (
-                        f"http://127.0.0.1:{ports['tempo_otlp_http']}/v1/traces"
-                    ),
-                    "LOKI_OTLP_LOGS_URL": f"http://127.0.0.1:{ports['loki']}/otlp/v1/logs",
-                    **base,
-                    "OTELCOL_BIN": otelcol_bin,
-                    "OTELCOL_CONFIG_DIR": str(bundle / "otel-collector"),
-                    "OTELCOL_OTLP_GRPC_ENDPOINT": f"127.0.0.1:{ports['otlp_grpc']}",
-                    "OTELCOL_OTLP_HTTP_ENDPOINT": f"127.0.0.1:{ports['otlp_http']}",
-                    "OTELCOL_HEALTH_ENDPOINT": f"127.0.0.1:{ports['otelcol_health']}",
-                    "OTELCOL_METRICS_HOST": "127.0.0.1",
-                    "OTELCOL_METRICS_PORT": str(ports["otelcol_metrics"]),
-                },
-                f"http://127.0.0.1:{ports['otelcol_health']}/",
-                url,
-                _version([otelcol_bin, "--version"]),
-            )
-        )
-
-    for name in ("loki", "tempo", "grafana"):
-        unavailable[name] = (
-            "not built here: its Go module is AGPL-licensed, which this project's build "
-            "machines may not use (README, 'What was verified how')"
-        )
-
-    # The sample services, wired as in docker-compose.yml.
-    otlp = f"http://127.0.0.1:{ports['otlp_http']}"
-    service_env = {
-        **base,
-        "OTEL_EXPORTER_OTLP_ENDPOINT": otlp,
-        "SENTRY_ENVIRONMENT": env.get("SENTRY_ENVIRONMENT", "local"),
-    }
-    python = bundle / ".venv" / "bin" / "python"
-    fastapi_url = f"http://127.0.0.1:{ports['fastapi']}"
-    api_url = f"http://127.0.0.1:{ports['api']}"
-    if not python.exists():
-        unavailable["fastapi-app"] = "no .venv (run `make setup-python`)"
-    else:
-        available.append(
-            Component(
-                "fastapi-app",
-                [str(python), "-m", "app"],
-                bundle / "examples" / "fastapi-app",
-                {
-                    **service_env,
-                    "PORT": str(ports["fastapi"]),
-                    "OTEL_SERVICE_NAME": "fastapi-app",
-                    "SENTRY_DSN": env.get("SENTRY_DSN_FASTAPI", ""),
-                    "DOWNSTREAM_URL": api_url,
-                },
-                f"{fastapi_url}/ready",
-                fastapi_url,
-                _version([str(python), "--version"]),
-            )
-        )
-    npm = which("npm")
-    if npm is None or not (bundle / "examples" / "api" / "node_modules").is_dir():
-        unavailable["api"] = "no npm or no node_modules (run `make setup-node`)"
-    else:
-        available.append(
-            Component(
-                "api",
-                [npm, "start", "--silent"],
-                bundle / "examples" / "api",
-                {
-                    **service_env,
-                    "PORT": str(ports["api"]),
-                    "OTEL_SERVICE_NAME": "api",
-                    "SENTRY_DSN": env.get("SENTRY_DSN_API", ""),
-                    "FASTAPI_URL": fastapi_url,
-                },
-                f"{api_url}/health",
-                api_url,
-                "node " + _version(["node", "--version"]),
-            )
-        )
+    for name, build in (
+        ("prometheus", _prometheus),
+        ("alertmanager", _alertmanager),
+        ("otel-collector", _collector),
+        ("loki", lambda _: _NOT_BUILT),
+        ("tempo", lambda _: _NOT_BUILT),
+        ("grafana", lambda _: _NOT_BUILT),
+        ("fastapi-app", _fastapi_app),
+        ("api", _api),
+    ):
+        component = build(bundle)
+        if isinstance(component, str):
+            unavailable[name] = component
+        else:
+            available.append(component)
     return available, unavailable
+
+
+def _prometheus(bundle: _Bundle) -> Component | str:
+    """The image's entrypoint and renderer, Debian's binary."""
+    binary = bundle.which("prometheus")
+    if binary is None:
+        return "no `prometheus` binary (make setup-system installs it)"
+    data = bundle.state_dir / "prometheus"
+
+    def prepare() -> None:
+        data.mkdir(parents=True, exist_ok=True)
+        # rule_files are relative to the rendered file, as in the image.
+        rules = data / "rules"
+        if rules.is_symlink() or rules.exists():
+            rules.unlink()
+        rules.symlink_to(bundle.root / "prometheus" / "rules")
+
+    env = bundle.env
+    url = f"http://{bundle.local('prometheus')}"
+    return Component(
+        "prometheus",
+        ["sh", str(bundle.root / "prometheus" / "entrypoint.sh"), "--web.enable-lifecycle"],
+        bundle.root,
+        {
+            **env,
+            "PROMETHEUS_BIN": binary,
+            "PROMETHEUS_TEMPLATE": str(bundle.root / "prometheus" / "prometheus.yml"),
+            "PROMETHEUS_CONFIG": str(data / "prometheus.yml"),
+            "PROMETHEUS_DATA_DIR": str(data / "data"),
+            "PROMETHEUS_LISTEN_ADDRESS": bundle.local("prometheus"),
+            "PROMETHEUS_SELF_TARGETS": bundle.local("prometheus"),
+            "FASTAPI_APP_TARGETS": bundle.local("fastapi"),
+            "API_TARGETS": bundle.local("api"),
+            "OTEL_COLLECTOR_TARGETS": bundle.local("otelcol_metrics"),
+            # Not run natively unless you run them yourself (scraping nothing is fine).
+            "LOKI_TARGETS": env.get("LOKI_TARGETS", ""),
+            "TEMPO_TARGETS": env.get("TEMPO_TARGETS", ""),
+            "GRAFANA_TARGETS": env.get("GRAFANA_TARGETS", ""),
+            "ALERTMANAGER_TARGETS": (
+                bundle.local("alertmanager") if _alert_destination(env) else ""
+            ),
+        },
+        f"{url}/-/ready",
+        url,
+        _version([binary, "--version"]),
+        prepare,
+    )
+
+
+def _alertmanager(bundle: _Bundle) -> Component | str:
+    """Only with a destination: it refuses to start without one, as in compose."""
+    if not _alert_destination(bundle.env):
+        return "no ALERT_SLACK_WEBHOOK_URL or ALERT_EMAIL_TO set"
+    binary = bundle.which("prometheus-alertmanager") or bundle.which("alertmanager")
+    if binary is None:
+        return "no alertmanager binary (make setup-system installs it)"
+    url = f"http://{bundle.local('alertmanager')}"
+    data = bundle.state_dir / "alertmanager"
+    return Component(
+        "alertmanager",
+        [
+            "sh",
+            str(bundle.root / "alertmanager" / "render-config.sh"),
+            f"--storage.path={data}",
+            f"--web.listen-address={bundle.local('alertmanager')}",
+            "--cluster.listen-address=",
+        ],
+        bundle.root,
+        {
+            **bundle.env,
+            "ALERTMANAGER_BIN": binary,
+            "ALERTMANAGER_CONFIG_FILE": str(bundle.state_dir / "alertmanager.yml"),
+        },
+        f"{url}/-/healthy",
+        url,
+        _version([binary, "--version"]),
+        lambda: data.mkdir(parents=True, exist_ok=True),
+    )
+
+
+def _collector(bundle: _Bundle) -> Component | str:
+    """The image's entrypoint, the binary `make backends` built."""
+    binary = bundle.which("otelcol")
+    if binary is None:
+        return "no otelcol binary (run `make backends`)"
+    return Component(
+        "otel-collector",
+        ["sh", str(bundle.root / "otel-collector" / "entrypoint.sh")],
+        bundle.root,
+        {
+            # Where a natively run Tempo and Loki would listen; the environment may say otherwise.
+            "TEMPO_OTLP_TRACES_URL": f"http://{bundle.local('tempo_otlp_http')}/v1/traces",
+            "LOKI_OTLP_LOGS_URL": f"http://{bundle.local('loki')}/otlp/v1/logs",
+            **bundle.env,
+            "OTELCOL_BIN": binary,
+            "OTELCOL_CONFIG_DIR": str(bundle.root / "otel-collector"),
+            "OTELCOL_OTLP_GRPC_ENDPOINT": bundle.local("otlp_grpc"),
+            "OTELCOL_OTLP_HTTP_ENDPOINT": bundle.local("otlp_http"),
+            "OTELCOL_HEALTH_ENDPOINT": bundle.local("otelcol_health"),
+            "OTELCOL_METRICS_HOST": "127.0.0.1",
+            "OTELCOL_METRICS_PORT": str(bundle.ports["otelcol_metrics"]),
+        },
+        f"http://{bundle.local('otelcol_health')}/",
+        f"http://{bundle.local('otlp_http')}",
+        _version([binary, "--version"]),
+    )
+
+
+def _service_env(bundle: _Bundle, name: str, port: str) -> dict[str, str]:
+    """A sample service's environment, wired as in docker-compose.yml."""
+    return {
+        **bundle.env,
+        "PORT": str(bundle.ports[port]),
+        "OTEL_SERVICE_NAME": name,
+        "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://{bundle.local('otlp_http')}",
+        "SENTRY_ENVIRONMENT": bundle.env.get("SENTRY_ENVIRONMENT", "local"),
+    }
+
+
+def _fastapi_app(bundle: _Bundle) -> Component | str:
+    python = bundle.root / ".venv" / "bin" / "python"
+    if not python.exists():
+        return "no .venv (run `make setup-python`)"
+    url = f"http://{bundle.local('fastapi')}"
+    return Component(
+        "fastapi-app",
+        [str(python), "-m", "app"],
+        bundle.root / "examples" / "fastapi-app",
+        {
+            **_service_env(bundle, "fastapi-app", "fastapi"),
+            "SENTRY_DSN": bundle.env.get("SENTRY_DSN_FASTAPI", ""),
+            "DOWNSTREAM_URL": f"http://{bundle.local('api')}",
+        },
+        f"{url}/ready",
+        url,
+        _version([str(python), "--version"]),
+    )
+
+
+def _api(bundle: _Bundle) -> Component | str:
+    npm = bundle.which("npm")
+    if npm is None or not (bundle.root / "examples" / "api" / "node_modules").is_dir():
+        return "no npm or no node_modules (run `make setup-node`)"
+    url = f"http://{bundle.local('api')}"
+    node = bundle.which("node") or "node"
+    return Component(
+        "api",
+        [npm, "start", "--silent"],
+        bundle.root / "examples" / "api",
+        {
+            **_service_env(bundle, "api", "api"),
+            "SENTRY_DSN": bundle.env.get("SENTRY_DSN_API", ""),
+            "FASTAPI_URL": f"http://{bundle.local('fastapi')}",
+        },
+        f"{url}/health",
+        url,
+        "node " + _version([node, "--version"]),
+    )
 
 
 def _alert_destination(env: Mapping[str, str]) -> bool:
