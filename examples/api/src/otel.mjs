@@ -4,8 +4,8 @@
 // queue of fixed size, exports give up after OTEL_EXPORTER_OTLP_TIMEOUT, and whatever cannot be
 // queued or delivered is dropped and counted in telemetry_dropped_total{signal}.
 
-import { TraceFlags, isSpanContextValid, trace } from '@opentelemetry/api';
-import { logs } from '@opentelemetry/api-logs';
+import { TraceFlags, context, isSpanContextValid, logs, propagation, trace } from '@opentelemetry/api';
+import { AsyncLocalStorageContextManager } from '@opentelemetry/context-async-hooks';
 import {
   CompositePropagator,
   ExportResultCode,
@@ -22,8 +22,14 @@ import {
   resourceFromAttributes,
 } from '@opentelemetry/resources';
 import { BatchLogRecordProcessor, LoggerProvider } from '@opentelemetry/sdk-logs';
-import { BatchSpanProcessor } from '@opentelemetry/sdk-trace-base';
-import { NodeTracerProvider } from '@opentelemetry/sdk-trace-node';
+import {
+  AlwaysOffSampler,
+  AlwaysOnSampler,
+  BatchSpanProcessor,
+  ParentBasedSampler,
+  TraceIdRatioBasedSampler,
+  TracerProvider,
+} from '@opentelemetry/sdk-trace';
 import { ATTR_SERVICE_NAME, ATTR_SERVICE_VERSION } from '@opentelemetry/semantic-conventions';
 import { SentryPropagator } from '@sentry/opentelemetry';
 
@@ -74,20 +80,24 @@ export function startOpenTelemetry(config, { sentryOtlp } = {}) {
       ),
     );
   }
-  // No sampler given: OTEL_TRACES_SAMPLER applies, default parentbased_always_on.
-  const tracerProvider = new NodeTracerProvider({ resource, spanProcessors });
-  tracerProvider.register({
-    // W3C traceparent is the common language between services; `sentry-trace` is continued and
-    // sent too, so SDKs that only speak Sentry's header join the same trace. On extract the last
-    // propagator wins: with both headers, traceparent does (as in the FastAPI service).
-    propagator: new CompositePropagator({
+  const tracerProvider = new TracerProvider({ resource, sampler: samplerFromEnv(), spanProcessors });
+  // What sdk-trace-node's NodeTracerProvider.register() did before OpenTelemetry JS 3.0: the
+  // context manager carries the active span across awaits and callbacks (AsyncLocalStorage; on
+  // Node 24 without async hooks), the propagator reads and writes trace headers.
+  context.setGlobalContextManager(new AsyncLocalStorageContextManager().enable());
+  // W3C traceparent is the common language between services; `sentry-trace` is continued and
+  // sent too, so SDKs that only speak Sentry's header join the same trace. On extract the last
+  // propagator wins: with both headers, traceparent does (as in the FastAPI service).
+  propagation.setGlobalPropagator(
+    new CompositePropagator({
       propagators: [
         new _SentryTracePropagator(),
         new W3CTraceContextPropagator(),
         new W3CBaggagePropagator(),
       ],
     }),
-  });
+  );
+  trace.setGlobalTracerProvider(tracerProvider);
 
   const processors = [];
   if (otel.logsEndpoint) {
@@ -121,6 +131,42 @@ export function startOpenTelemetry(config, { sentryOtlp } = {}) {
       return Object.fromEntries(flushes.map(([name], i) => [name, finished[i]]));
     },
   };
+}
+
+/**
+ * The sampler OTEL_TRACES_SAMPLER and OTEL_TRACES_SAMPLER_ARG name (default parent-based
+ * always-on), as the OpenTelemetry spec defines them. Since OpenTelemetry JS 3.0 the SDK's
+ * TracerProvider no longer reads these variables itself (only @opentelemetry/sdk-node does).
+ * A value outside the spec's list throws, naming the variable: start-up stops.
+ * https://opentelemetry.io/docs/specs/otel/configuration/sdk-environment-variables/#general-sdk-configuration
+ * @param {Record<string, string | undefined>} [env]
+ */
+export function samplerFromEnv(env = process.env) {
+  const name = env.OTEL_TRACES_SAMPLER?.trim().toLowerCase() || 'parentbased_always_on';
+  const arg = env.OTEL_TRACES_SAMPLER_ARG?.trim();
+  const ratio = () => {
+    const value = arg ? Number(arg) : 1;
+    if (!(value >= 0 && value <= 1)) {
+      throw new RangeError(`OTEL_TRACES_SAMPLER_ARG=${arg}: expected a ratio from 0 to 1`);
+    }
+    return new TraceIdRatioBasedSampler(value);
+  };
+  switch (name) {
+    case 'always_on':
+      return new AlwaysOnSampler();
+    case 'always_off':
+      return new AlwaysOffSampler();
+    case 'traceidratio':
+      return ratio();
+    case 'parentbased_always_on':
+      return new ParentBasedSampler({ root: new AlwaysOnSampler() });
+    case 'parentbased_always_off':
+      return new ParentBasedSampler({ root: new AlwaysOffSampler() });
+    case 'parentbased_traceidratio':
+      return new ParentBasedSampler({ root: ratio() });
+    default:
+      throw new RangeError(`OTEL_TRACES_SAMPLER=${env.OTEL_TRACES_SAMPLER}: not a sampler this service knows`);
+  }
 }
 
 /**
@@ -168,7 +214,8 @@ class _BoundedSpanProcessor {
     const counting = _countingExporter(exporter, 'traces', _scrubSpan, outage, (n) => {
       this._inFlight -= n;
     });
-    this._batch = new BatchSpanProcessor(counting, {
+    this._batch = new BatchSpanProcessor({
+      exporter: counting,
       maxQueueSize: spanQueueSize,
       maxExportBatchSize: Math.min(_MAX_EXPORT_BATCH, spanQueueSize),
       scheduledDelayMillis: spanDelayMs,

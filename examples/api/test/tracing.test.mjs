@@ -2,12 +2,17 @@
 // decoding what the service sends (OTLP/HTTP JSON, chunked Sentry envelopes).
 
 import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
 import { after, before, describe, it } from 'node:test';
 
 import { OtlpReceiver, SentryReceiver, waitFor } from './helpers/receivers.mjs';
 import { samples, startService } from './helpers/service.mjs';
 
 const SERVER = 2; // OTLP SpanKind SERVER
+// The log records' instrumentation scope: the pino instrumentation, at its installed version.
+const PINO_INSTRUMENTATION = JSON.parse(
+  readFileSync(new URL('../node_modules/@opentelemetry/instrumentation-pino/package.json', import.meta.url), 'utf8'),
+);
 
 describe('trace-id join', () => {
   let otlp;
@@ -100,7 +105,7 @@ describe('trace-id join', () => {
         body: msg,
         attributes: { ...fields, ...exception },
         serviceName: 'api',
-        scope: { name: '@opentelemetry/instrumentation-pino', version: '0.69.0' },
+        scope: { name: PINO_INSTRUMENTATION.name, version: PINO_INSTRUMENTATION.version },
       };
     };
     const paths = ['/inventory/SB-9999?email=ada@example.com', '/inventory/x@example.com', '/error?marker=otlp-logs'];
