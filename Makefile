@@ -7,7 +7,8 @@ SHELL := bash
 VENV := .venv
 PY := $(VENV)/bin/python
 UV := $(VENV)/bin/uv
-# Command-line tools the project installs for itself (Compose v2, hadolint, ...).
+# Command-line tools the project installs for itself (Node.js, Compose v2, hadolint, ...). First on
+# PATH: npm, and every process the tests start, run the pinned Node rather than the machine's.
 export PATH := $(CURDIR)/.tools/bin:$(CURDIR)/$(VENV)/bin:$(PATH)
 NODE_DIRS := $(patsubst %/package-lock.json,%,$(wildcard examples/*/package-lock.json tools/*/package-lock.json))
 
@@ -26,7 +27,8 @@ $(VENV)/.synced: requirements.lock pyproject.toml
 	$(UV) pip install --quiet --python $(PY) --no-deps -e .
 	touch $@
 
-setup-node: ## npm ci in every folder with a package-lock.json
+setup-node: ## Node.js 24 (pinned, into .tools/), then npm ci in every folder with a package-lock.json
+	scripts/install-node.sh
 	@for dir in $(NODE_DIRS); do echo "npm ci in $$dir"; (cd $$dir && npm ci --no-audit --no-fund --loglevel=error); done
 
 setup-system: ## Debian packages and tools (prometheus, Compose v2)
@@ -47,7 +49,7 @@ test-python: setup-python
 
 test-node: setup-node
 	@for dir in $(NODE_DIRS); do \
-	  if grep -q '"test"' $$dir/package.json; then echo "npm test in $$dir"; (cd $$dir && npm test); fi; \
+	  if grep -q '"test"' $$dir/package.json; then echo "npm test in $$dir (node $$(node --version))"; (cd $$dir && npm test); fi; \
 	done
 
 lint: setup-python ## ruff (lint + format check) and mypy

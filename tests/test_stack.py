@@ -19,7 +19,7 @@ from pathlib import Path
 import httpx
 import pytest
 from receivers import OtlpReceiver, wait_for
-from services import free_port
+from services import free_port, pinned_node_version
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -124,6 +124,16 @@ def test_the_services_telemetry_flows_through_the_collector(
         timeout=30,
         message="every started component scraped",
     )
+
+
+def test_the_api_runs_on_the_pinned_node_and_says_so(stack: tuple[dict[str, str], dict]) -> None:
+    env, run = stack
+    pinned = pinned_node_version()
+    # The Node that serves /metrics (prom-client's nodejs_version_info), and the one `up` names.
+    metrics = httpx.get(f"http://127.0.0.1:{env['API_PORT']}/metrics", timeout=10).text
+    assert f'nodejs_version_info{{version="v{pinned}"' in metrics
+    api_line = next(line for line in run["up"].stdout.splitlines() if line.startswith("api "))
+    assert f"node {pinned}" in api_line, api_line
 
 
 def test_up_twice_is_refused_and_down_stops_exactly_what_up_started(tmp_path: Path) -> None:

@@ -245,9 +245,13 @@ class _Bundle:
     env: Mapping[str, str]
     ports: Mapping[str, int]
 
+    @property
+    def path(self) -> str:
+        """PATH with the bundle's own tools first (the pinned Node from `make setup-node`)."""
+        return f"{self.root / '.tools' / 'bin'}{os.pathsep}{self.env.get('PATH', os.defpath)}"
+
     def which(self, name: str) -> str | None:
-        tools = self.root / ".tools" / "bin"
-        return shutil.which(name, path=f"{tools}{os.pathsep}{self.env.get('PATH', os.defpath)}")
+        return shutil.which(name, path=self.path)
 
     def local(self, port: str) -> str:
         return f"127.0.0.1:{self.ports[port]}"
@@ -449,6 +453,8 @@ def _api(bundle: _Bundle) -> Component | str:
         bundle.root / "examples" / "api",
         {
             **_service_env(bundle, "api", "api"),
+            # npm runs the service with the `node` it finds on PATH: the one `node` above is.
+            "PATH": bundle.path,
             "SENTRY_DSN": bundle.env.get("SENTRY_DSN_API", ""),
             "FASTAPI_URL": f"http://{bundle.local('fastapi')}",
         },

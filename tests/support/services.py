@@ -30,6 +30,19 @@ REPO = Path(__file__).resolve().parents[2]
 FASTAPI_DIR = REPO / "examples" / "fastapi-app"
 NODE_DIR = REPO / "examples" / "api"
 _INHERITED = ("PATH", "HOME", "LANG", "TMPDIR", "NODE_OPTIONS", "SYSTEMROOT")
+# The project's own tools (`make setup-node` puts the pinned Node there) come first on PATH, as
+# under make: `npm start` then runs the service on that Node, not on the machine's.
+TOOLS_BIN = REPO / ".tools" / "bin"
+
+
+def pinned_node_version() -> str:
+    """The Node version scripts/install-node.sh installs, e.g. ``24.22.3``."""
+    script = (REPO / "scripts" / "install-node.sh").read_text()
+    return next(
+        line.split("=", 1)[1].strip()
+        for line in script.splitlines()
+        if line.startswith("NODE_VERSION=")
+    )
 
 
 def free_port() -> int:
@@ -79,6 +92,7 @@ def run_service(
 ) -> Iterator[Service]:
     port = port or free_port()
     full_env = {k: os.environ[k] for k in _INHERITED if k in os.environ}
+    full_env["PATH"] = f"{TOOLS_BIN}{os.pathsep}{full_env.get('PATH', os.defpath)}"
     full_env.update({"PORT": str(port), **env})
     with tempfile.NamedTemporaryFile(prefix=f"{cwd.name}-", suffix=".log", delete=False) as log:
         log_path = Path(log.name)
