@@ -73,6 +73,9 @@ class RequestTelemetryMiddleware:
     ``access_log="sampled"`` writes the line only for requests whose trace is sampled and for
     every 5xx: at a 10% trace sample rate, logs cost a tenth, and every line kept has its
     trace in Tempo. ``"all"`` writes one line per request.
+
+    ``exemplars`` is whether spans are exported: without that, an exemplar would name a trace
+    that exists nowhere.
     """
 
     def __init__(
@@ -80,10 +83,12 @@ class RequestTelemetryMiddleware:
         app: ASGIApp,
         tracer_provider: TracerProvider | None = None,
         access_log: Literal["sampled", "all"] = "sampled",
+        exemplars: bool = True,
     ) -> None:
         self.app = app
         self._tracer = trace.get_tracer(__name__, tracer_provider=tracer_provider)
         self._log_every_request = access_log == "all"
+        self._exemplars = exemplars
         # Only the headers the configured propagators read are decoded for each request.
         self._propagation_headers = frozenset(
             name.encode("latin-1") for name in propagate.get_global_textmap().fields
@@ -111,15 +116,21 @@ class RequestTelemetryMiddleware:
             await self.app(scope, receive, send_with_status)
         except Exception as exc:
             error = exc
-            stacktrace = report_unhandled(exc)
+            stacktrace, event_id = report_unhandled(exc)
             if status:  # the response had begun: nothing sane to send; let it close
                 raise
             # Answer here instead of letting the exception reach the server, which would log
-            # it again without a trace id and drop the keep-alive connection.
+            # it again without a trace id and drop the keep-alive connection. The shape of
+            # every error answer (examples/contract.yaml).
             status = 500
-            await _send_json(
-                send, 500, {"error": "internal server error", "trace_id": current_trace_id()}
-            )
+            body = {
+                "error": "internal_error",
+                "message": "internal server error",
+                "trace_id": current_trace_id(),
+            }
+            if event_id:
+                body["sentry_event_id"] = event_id
+            await _send_json(send, 500, body)
         finally:
             try:
                 self._finish(scope, span, method, status or 500, started, error, stacktrace)
@@ -163,10 +174,10 @@ class RequestTelemetryMiddleware:
         series = _series(method, template, f"{status // 100}xx")
         context = span.get_span_context()
         sampled = context.is_valid and context.trace_flags.sampled
-        # Exemplars only on failed requests: the collector's tail sampling keeps every trace
-        # with an error, so each exemplar opens a trace that exists (a plain request's trace
-        # is kept only by chance).
-        failed = sampled and status >= 500
+        # Exemplars only on failed requests whose trace is exported: the collector's tail
+        # sampling keeps every trace with an error, so each exemplar opens a trace that exists
+        # (a plain request's trace is kept only by chance).
+        failed = self._exemplars and sampled and status >= 500
         exemplar = {"trace_id": f"{context.trace_id:032x}"} if failed else None
         series[0].inc(exemplar=exemplar)
         series[1].observe(seconds, exemplar=exemplar)

@@ -2,8 +2,12 @@
 
 Two rules, applied everywhere:
 - a value stored under a sensitive key (password, token, card number, ...) is replaced whole;
-- free text (messages, URLs, query strings) has card numbers, emails, bearer tokens and
-  sensitive ``key=value`` pairs masked in place.
+- free text (messages, URLs, query strings) has card numbers, emails, social-security numbers,
+  bearer tokens and sensitive ``key=value`` pairs masked in place.
+
+Query strings (``url.query``, Sentry's ``query_string``, the query of a URL) are judged
+parameter by parameter on their decoded text: ``%40`` is an ``@`` and ``%20`` a space there.
+The cases both services must pass are in examples/contract.yaml.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ import functools
 import re
 from collections.abc import Mapping
 from typing import Any
+from urllib.parse import quote, unquote_plus
 
 FILTERED = "[Filtered]"
 
@@ -30,7 +35,10 @@ _SENSITIVE_PAIR = re.compile(
     re.IGNORECASE,
 )
 _BEARER = re.compile(r"\b(Bearer|Basic)\s+[A-Za-z0-9._~+/=-]+", re.IGNORECASE)
-_EMAIL = re.compile(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}")
+# Also URL-encoded (``%40``), as emails appear in URLs written into free text.
+_EMAIL = re.compile(r"[A-Za-z0-9._%+-]+(?:@|%40)[A-Za-z0-9.-]+\.[A-Za-z]{2,}")
+# US social-security numbers as written: 3-2-4 digits.
+_SSN = re.compile(r"(?<![\w-])\d{3}-\d{2}-\d{4}(?![\w-])")
 # 13-19 digits, optionally grouped by spaces or dashes; confirmed with the Luhn checksum so
 # that ordinary long numbers (ids, timestamps) survive.
 _CARD_CANDIDATE = re.compile(r"(?<![\w-])(?:\d[ -]?){12,18}\d(?![\w-])")
@@ -38,7 +46,7 @@ _CARD_CANDIDATE = re.compile(r"(?<![\w-])(?:\d[ -]?){12,18}\d(?![\w-])")
 
 # Every pattern below needs one of these; most log lines and attributes have none, and one
 # search is much cheaper than four substitutions.
-_MAY_HOLD_PII = re.compile(r"[=@:]|\d{4}|bearer|basic", re.IGNORECASE)
+_MAY_HOLD_PII = re.compile(r"[=@:]|%40|\d{4}|bearer|basic", re.IGNORECASE)
 # Substrings every _SENSITIVE_PAIR key contains: cheap `in` tests before the pattern.
 _PAIR_WORDS = frozenset(
     {"pass", "secret", "token", "api", "auth", "cookie", "session", "card", "cvv", "cvc", "ssn"}
@@ -60,7 +68,9 @@ def scrub_text(text: str) -> str:
     if "bearer" in lowered or "basic" in lowered:
         text = _BEARER.sub(lambda m: f"{m.group(1)} {FILTERED}", text)
     text = _CARD_CANDIDATE.sub(_mask_card, text)
-    if "@" in text:
+    if "-" in text:
+        text = _SSN.sub(FILTERED, text)
+    if "@" in text or "%40" in text:
         text = _EMAIL.sub(FILTERED, text)
     if ("=" in text or ":" in text) and any(word in lowered for word in _PAIR_WORDS):
         text = _SENSITIVE_PAIR.sub(lambda m: f"{m['key']}{m['sep']}{FILTERED}", text)
@@ -97,11 +107,47 @@ def scrub_traceback(text: str) -> str:
     return "".join(kept)
 
 
+# Keys whose values are query strings or URLs (span attributes, Sentry's request context).
+_QUERY_KEYS = frozenset({"url.query", "query_string"})
+_URL_KEYS = frozenset({"url.full", "url", "http.url"})
+# Kept as they are when a scrubbed parameter is encoded again: "[Filtered]" stays readable.
+_UNENCODED = "[]"
+
+
+def scrub_query(query: str) -> str:
+    """A URL query string, each parameter judged on its decoded text. A parameter with
+    nothing to hide keeps its encoding; one that had something is encoded again from its
+    scrubbed text (``note=call%20[Filtered]``)."""
+    parts = []
+    for pair in query.split("&"):
+        key, sep, value = pair.partition("=")
+        if sep and value and is_sensitive_key(unquote_plus(key)):
+            parts.append(f"{key}={FILTERED}")
+            continue
+        decoded = unquote_plus(value if sep else key)
+        scrubbed = scrub_text(decoded)
+        if scrubbed == decoded:
+            parts.append(pair)
+        else:
+            encoded = quote(scrubbed, safe=_UNENCODED)
+            parts.append(f"{key}={encoded}" if sep else encoded)
+    return "&".join(parts)
+
+
+def scrub_url(url: str) -> str:
+    base, sep, query = url.partition("?")
+    return scrub_text(base) + sep + scrub_query(query) if sep else scrub_text(url)
+
+
 def scrub_value(key: str, value: Any) -> Any:
     """Scrub ``value`` found under ``key``, recursing into containers."""
     if is_sensitive_key(key) and value not in (None, "", FILTERED):
         return FILTERED
     if isinstance(value, str):
+        if key in _QUERY_KEYS:
+            return scrub_query(value)
+        if key in _URL_KEYS:
+            return scrub_url(value)
         return scrub_traceback(value) if key.endswith("stacktrace") else scrub_text(value)
     if isinstance(value, Mapping):
         return {k: scrub_value(str(k), v) for k, v in value.items()}

@@ -7,6 +7,7 @@ Standard names are used where a standard exists (``OTEL_*`` from the OpenTelemet
 from __future__ import annotations
 
 import logging
+import math
 from typing import Annotated, Literal
 
 from pydantic import (
@@ -14,6 +15,7 @@ from pydantic import (
     Field,
     HttpUrl,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -34,6 +36,18 @@ _LOG_LEVELS = {
     "critical": logging.CRITICAL,
     "silent": logging.CRITICAL + 1,
 }
+
+
+# OTEL_TRACES_SAMPLER values the OpenTelemetry SDKs of both services build in.
+# https://opentelemetry.io/docs/specs/otel/configuration/sdk-environment-variables/#general-sdk-configuration
+_SAMPLERS = (
+    "always_on",
+    "always_off",
+    "traceidratio",
+    "parentbased_always_on",
+    "parentbased_always_off",
+    "parentbased_traceidratio",
+)
 
 
 class Settings(BaseSettings):
@@ -60,7 +74,13 @@ class Settings(BaseSettings):
     # rather than held in memory or waited for.
     otel_bsp_max_queue_size: Annotated[int, Field(ge=1, le=1_000_000)] = 2048
     otel_blrp_max_queue_size: Annotated[int, Field(ge=1, le=1_000_000)] = 2048
-    otel_exporter_otlp_timeout: Annotated[float, Field(gt=0, le=60)] = 5.0
+    # Milliseconds, the OpenTelemetry spec's unit (the Python SDK's own reading is seconds, a
+    # known deviation; the SDK exporters are given seconds, converted, by app.telemetry).
+    otel_exporter_otlp_timeout: Annotated[int, Field(ge=1, le=60_000)] = 5000
+    # Read by the SDK itself; checked here so that a typo stops start-up instead of silently
+    # falling back to sampling everything.
+    otel_traces_sampler: str = "parentbased_always_on"
+    otel_traces_sampler_arg: str | None = None
 
     sentry_dsn: str | None = None
     sentry_environment: str = "development"
@@ -104,7 +124,34 @@ class Settings(BaseSettings):
             return level
         return value
 
-    @field_validator("sentry_dsn", "sentry_release", mode="before")
+    @field_validator("otel_traces_sampler")
+    @classmethod
+    def _known_sampler(cls, value: str) -> str:
+        if value not in _SAMPLERS:
+            raise ValueError(f"must be one of {', '.join(_SAMPLERS)}")
+        return value
+
+    @field_validator("otel_traces_sampler_arg")
+    @classmethod
+    def _sampler_ratio(cls, value: str | None, info: ValidationInfo) -> str | None:
+        sampler = info.data.get("otel_traces_sampler")  # absent when it was invalid itself
+        if value is None or sampler is None:
+            return value
+        if not sampler.endswith("traceidratio"):
+            # The spec says ignore it; whoever set only the ratio would get every trace.
+            raise ValueError(
+                "only read by the traceidratio samplers: set OTEL_TRACES_SAMPLER too, "
+                "e.g. parentbased_traceidratio"
+            )
+        try:
+            ratio = float(value)
+        except ValueError:
+            ratio = math.nan
+        if not 0.0 <= ratio <= 1.0:
+            raise ValueError("must be a number from 0 to 1")
+        return value
+
+    @field_validator("sentry_dsn", "sentry_release", "otel_traces_sampler_arg", mode="before")
     @classmethod
     def _blank_is_unset(cls, value: object) -> object:
         return None if isinstance(value, str) and not value.strip() else value

@@ -54,6 +54,7 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
+from opentelemetry.trace import NonRecordingSpan, SpanContext
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 from prometheus_client import REGISTRY, CollectorRegistry
 from prometheus_client.core import CounterMetricFamily
@@ -64,6 +65,7 @@ from sentry_sdk.integrations.logging import BreadcrumbHandler, LoggingIntegratio
 from sentry_sdk.integrations.modules import ModulesIntegration
 from sentry_sdk.integrations.otlp import OTLPIntegration, SentryOTLPPropagator
 from sentry_sdk.scrubber import DEFAULT_DENYLIST, DEFAULT_PII_DENYLIST, EventScrubber
+from sentry_sdk.tracing_utils import extract_sentrytrace_data
 from sentry_sdk.transport import HttpTransport
 from sentry_sdk.utils import Dsn, event_from_exception, handle_in_app
 
@@ -82,6 +84,10 @@ if TYPE_CHECKING:
     from sentry_sdk.types import Hint
 
 _log = logging.getLogger("app.telemetry")
+
+# Why a service without a traces endpoint serves no exemplars, in its start-up line (the same
+# words as the Node service's: examples/contract.yaml).
+EXEMPLARS_OFF = "exemplars off: no traces endpoint (set OTEL_EXPORTER_OTLP_ENDPOINT)"
 
 # Routes that are polled by infrastructure: never traced (they would drown real traffic).
 UNTRACED_ROUTES = ("/health", "/ready", "/metrics")
@@ -114,6 +120,8 @@ class Telemetry:
             "traces": s.otel_exporter_otlp_traces_endpoint is not None,
             "logs": self.log_processor is not None,
             "metrics": True,
+            # An exemplar links a metric to a trace: only worth serving when traces are kept.
+            "exemplars": s.otel_exporter_otlp_traces_endpoint is not None,
         }
 
     def shutdown(self, timeout_seconds: float = 3.0) -> None:
@@ -189,9 +197,10 @@ def setup(settings: Settings, registry: CollectorRegistry = REGISTRY) -> Telemet
         on = [name for name, enabled in _current.summary.items() if enabled]
         off = [name for name, enabled in _current.summary.items() if not enabled]
         _log.info(
-            "telemetry ready: on=%s off=%s",
+            "telemetry ready: on=%s off=%s%s",
             ",".join(on) or "-",
             ",".join(off) or "-",
+            "" if _current.summary["exemplars"] else f"; {EXEMPLARS_OFF}",
             extra={"telemetry": _current.summary},
         )
         return _current
@@ -254,12 +263,13 @@ def leave_request(entered: _Entered) -> None:
 _sentry_active = False
 
 
-def report_unhandled(error: BaseException) -> str:
+def report_unhandled(error: BaseException) -> tuple[str, str | None]:
     """Record an exception that escaped a request handler on the current span and send it to
     Sentry, marked unhandled, as Sentry's own integrations do.
 
-    Returns the formatted traceback, for the request's log line: formatting it is most of
-    what an error costs, so it is done once for the span, stdout and OTLP logs.
+    Returns the formatted traceback, for the request's log line (formatting it is most of
+    what an error costs, so it is done once for the span, stdout and OTLP logs), and the
+    Sentry event's id, or None when no event was sent.
     """
     stacktrace = scrub_traceback(format_traceback(error))
     span = trace.get_current_span()
@@ -274,14 +284,15 @@ def report_unhandled(error: BaseException) -> str:
         },
     )
     span.set_status(trace.Status(trace.StatusCode.ERROR, type(error).__name__))
+    event_id = None
     if sentry_event_allowed():
         event, hint = event_from_exception(
             error,
             client_options=sentry_sdk.get_client().options,
             mechanism={"type": "asgi", "handled": False},
         )
-        sentry_sdk.capture_event(event, hint=hint)
-    return stacktrace
+        event_id = sentry_sdk.capture_event(event, hint=hint)
+    return stacktrace, event_id
 
 
 def sentry_event_allowed() -> bool:
@@ -420,7 +431,7 @@ def _setup_tracing(
         # span's life; the exporter masks PII in the final values, on its own thread.
         exporter = otlp.SpanExporter(
             endpoint=str(settings.otel_exporter_otlp_traces_endpoint),
-            timeout=settings.otel_exporter_otlp_timeout,
+            timeout=settings.otel_exporter_otlp_timeout / 1000,  # ms -> the SDK's seconds
             meter_provider=self_metrics,
             scrub=scrub_value,
             outage=dropped.outage("traces", "traces"),
@@ -449,16 +460,22 @@ def _setup_tracing(
     # W3C last: when a request carries both headers, traceparent is authoritative.
     propagate.set_global_textmap(
         CompositePropagator(
-            [_LenientSentryPropagator(), TraceContextTextMapPropagator(), W3CBaggagePropagator()]
+            [_SentryTracePropagator(), TraceContextTextMapPropagator(), W3CBaggagePropagator()]
         )
     )
     return provider
 
 
-class _LenientSentryPropagator(SentryOTLPPropagator):
-    """sentry-sdk 2.75 raises TypeError on a ``sentry-trace`` header without a span id (``-``,
-    ``1``, a lone trace id): every route would answer 500, before the app's middleware could
-    count or log it. Such a header is ignored, as the W3C propagator ignores a bad traceparent."""
+class _SentryTracePropagator(SentryOTLPPropagator):
+    """Sentry's propagator, with two fixes (sentry-sdk 2.75):
+
+    - it raises TypeError on a ``sentry-trace`` header without a span id (``-``, ``1``, a lone
+      trace id): every route would answer 500, before the app's middleware could count or log
+      it. Such a header is ignored, as the W3C propagator ignores a bad traceparent;
+    - it continues every trace as sampled ("leave the sampling to Sentry"), so a caller's
+      ``...-0`` (not sampled) was exported all the same. The caller's decision is kept, as for
+      traceparent's flags.
+    """
 
     def extract(
         self,
@@ -467,9 +484,16 @@ class _LenientSentryPropagator(SentryOTLPPropagator):
         getter: Getter[CarrierT] = default_getter,
     ) -> Context:
         try:
-            return super().extract(carrier, context, getter)
+            extracted = super().extract(carrier, context, getter)
         except (TypeError, ValueError):
             return context if context is not None else get_current()
+        header = getter.get(carrier, "sentry-trace")
+        parsed = extract_sentrytrace_data(header[0]) if header else None
+        remote = trace.get_current_span(extracted).get_span_context()
+        if not (parsed and parsed["parent_sampled"] is False and remote.is_valid):
+            return extracted
+        unsampled = SpanContext(remote.trace_id, remote.span_id, is_remote=True)
+        return trace.set_span_in_context(NonRecordingSpan(unsampled), extracted)
 
 
 def _sentry_otlp_exporter(settings: Settings, dropped: _DroppedTelemetry) -> otlp.SpanExporter:
@@ -479,7 +503,7 @@ def _sentry_otlp_exporter(settings: Settings, dropped: _DroppedTelemetry) -> otl
     return otlp.SpanExporter(
         endpoint=auth.get_api_url(EndpointType.OTLP_TRACES),
         headers={"X-Sentry-Auth": auth.to_header()},
-        timeout=settings.otel_exporter_otlp_timeout,
+        timeout=settings.otel_exporter_otlp_timeout / 1000,  # ms -> the SDK's seconds
         meter_provider=dropped.meter_provider,
         scrub=scrub_value,
         outage=dropped.outage("sentry-traces", "traces"),
@@ -820,7 +844,7 @@ def _setup_logging(
     processor = _BatchLogProcessor(
         otlp.LogExporter(
             endpoint=str(settings.otel_exporter_otlp_logs_endpoint),
-            timeout=settings.otel_exporter_otlp_timeout,
+            timeout=settings.otel_exporter_otlp_timeout / 1000,  # ms -> the SDK's seconds
             meter_provider=self_metrics,
             outage=dropped.outage("logs", "logs"),
         ),
@@ -899,26 +923,37 @@ class _StdoutHandler(logging.StreamHandler):  # type: ignore[type-arg]
             self._dropped.add("logs", "stdout_error", len(lines))
 
 
+# `level` as both services write it (examples/contract.yaml): LOG_LEVEL's names, lower case.
+_JSON_LEVELS = {
+    logging.DEBUG: "debug",
+    logging.INFO: "info",
+    logging.WARNING: "warn",
+    logging.ERROR: "error",
+    logging.CRITICAL: "fatal",
+}
+
+
 class _JsonLineFormatter(JsonFormatter):
     """python-json-logger's formatter with its documented ``add_fields`` hook doing less: the
-    fields are known (timestamp, level, logger, message, the context the filter added, the
-    call's ``extra``), so they are copied directly instead of being discovered and renamed
-    for each record (~25 us a line). The timestamp string is made once per second."""
+    fields are known (time, level, logger, message, the context the filter added, the call's
+    ``extra``), so they are copied directly instead of being discovered and renamed for each
+    record (~25 us a line). The time (UTC, milliseconds, as the Node service writes it) is
+    formatted once per second, then given its milliseconds."""
 
     def __init__(self) -> None:
         super().__init__("{message}", style="{")
         self._second = -1
-        self._timestamp = ""
+        self._prefix = ""
 
     def add_fields(
         self, log_data: dict[str, Any], record: logging.LogRecord, message_dict: dict[str, Any]
     ) -> None:
         second = int(record.created)
         if second != self._second:
-            self._timestamp = time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(second))
+            self._prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
             self._second = second
-        log_data["timestamp"] = self._timestamp
-        log_data["level"] = record.levelname
+        log_data["time"] = f"{self._prefix}.{int(record.msecs):03d}Z"
+        log_data["level"] = _JSON_LEVELS.get(record.levelno) or record.levelname.lower()
         log_data["logger"] = record.name
         log_data["message"] = record.message
         fields = record.__dict__

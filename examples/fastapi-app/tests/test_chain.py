@@ -95,8 +95,8 @@ def test_chain_maps_downstream_failures(
             message="the downstream failure in Sentry",
         )
         assert event["contexts"]["details"]["sku"] == "SB-1001"
-        assert body["event_id"] == event["event_id"]
-        assert trace_id in output and '"level": "ERROR"' in output
+        assert body["sentry_event_id"] == event["event_id"]
+        assert trace_id in output and '"level": "error"' in output
 
 
 def test_chain_rejects_bad_sku_without_calling_downstream(telemetry_env: dict[str, str]) -> None:
@@ -105,7 +105,8 @@ def test_chain_rejects_bad_sku_without_calling_downstream(telemetry_env: dict[st
         fastapi_app({**telemetry_env, "DOWNSTREAM_URL": downstream.url}) as app,
     ):
         response = httpx.get(f"{app.url}/chain", params={"sku": "../../etc/passwd"})
-    assert response.status_code == 422
+    assert response.status_code == 400
+    assert response.json()["error"] == "invalid_sku"
     assert downstream.requests == []  # no request reached the downstream
 
 

@@ -25,7 +25,7 @@ from services import fastapi_app, free_port
 from app import otlp
 from app.telemetry import _BatchSpanProcessor, _DroppedTelemetry
 
-EXPORT_TIMEOUT_S = 5.0  # what a blocked request would wait at least
+EXPORT_TIMEOUT_MS = 5000  # what a blocked request would wait at least
 REQUESTS = 400
 
 
@@ -43,7 +43,7 @@ def broken_backends(kind: str) -> Iterator[dict[str, str]]:
         yield {
             "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": traces,
             "OTEL_EXPORTER_OTLP_LOGS_ENDPOINT": logs,
-            "OTEL_EXPORTER_OTLP_TIMEOUT": str(EXPORT_TIMEOUT_S),
+            "OTEL_EXPORTER_OTLP_TIMEOUT": str(EXPORT_TIMEOUT_MS),
             "OTEL_BSP_MAX_QUEUE_SIZE": "64",
             "OTEL_BLRP_MAX_QUEUE_SIZE": "64",
             "OTEL_BSP_SCHEDULE_DELAY": "50",
@@ -117,7 +117,7 @@ def test_an_unreachable_backend_is_logged_once_not_per_item() -> None:
         "SENTRY_DSN": f"http://publickey@{closed}/1",
         "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": f"http://{closed}/v1/traces",
         "OTEL_EXPORTER_OTLP_LOGS_ENDPOINT": f"http://{closed}/otlp/v1/logs",
-        "OTEL_EXPORTER_OTLP_TIMEOUT": "1",
+        "OTEL_EXPORTER_OTLP_TIMEOUT": "1000",
         "OTEL_BSP_SCHEDULE_DELAY": "50",
         "OTEL_BLRP_SCHEDULE_DELAY": "50",
     }
@@ -148,7 +148,7 @@ def test_otlp_backends_coming_back_are_logged_with_what_was_lost() -> None:
         env = {
             "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": receiver.traces_endpoint,
             "OTEL_EXPORTER_OTLP_LOGS_ENDPOINT": receiver.logs_endpoint,
-            "OTEL_EXPORTER_OTLP_TIMEOUT": "1",
+            "OTEL_EXPORTER_OTLP_TIMEOUT": "1000",
             "OTEL_BSP_SCHEDULE_DELAY": "50",
             "OTEL_BLRP_SCHEDULE_DELAY": "50",
         }
@@ -277,7 +277,7 @@ print("RESULT", os.environ.get("OTEL_PYTHON_SDK_INTERNAL_METRICS_ENABLED"), drop
     env = {
         **os.environ,
         "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": f"http://127.0.0.1:{free_port()}/v1/traces",
-        "OTEL_EXPORTER_OTLP_TIMEOUT": "1",
+        "OTEL_EXPORTER_OTLP_TIMEOUT": "1000",
     }
     env.pop("OTEL_PYTHON_SDK_INTERNAL_METRICS_ENABLED", None)
     if before is not None:

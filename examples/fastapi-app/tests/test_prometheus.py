@@ -5,7 +5,7 @@ from __future__ import annotations
 import secrets
 
 import httpx
-from receivers import wait_for
+from receivers import OtlpReceiver, wait_for
 from services import fastapi_app
 
 from prometheus import run_prometheus, scrape_config, wait_for_scrapes
@@ -13,7 +13,8 @@ from prometheus import run_prometheus, scrape_config, wait_for_scrapes
 
 def test_prometheus_keeps_the_error_exemplar_with_its_trace_id() -> None:
     trace_id = secrets.token_hex(16)
-    with fastapi_app({}) as app:
+    # Exemplars are served only when traces are exported: they must lead to a stored trace.
+    with OtlpReceiver() as otlp, fastapi_app({"OTEL_EXPORTER_OTLP_ENDPOINT": otlp.url}) as app:
         config = {
             "global": {"scrape_interval": "1s"},
             "scrape_configs": [scrape_config("fastapi-app", [f"127.0.0.1:{app.port}"])],
