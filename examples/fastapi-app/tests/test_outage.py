@@ -272,7 +272,8 @@ for i in range(8):
     active.tracer_provider.get_tracer("t").start_span(f"s{i}").end()
 active.tracer_provider.force_flush(2000)
 dropped = sum(n for (signal, _), n in active.dropped.totals().items() if signal == "traces")
-print("RESULT", os.environ.get("OTEL_PYTHON_SDK_INTERNAL_METRICS_ENABLED"), dropped)
+# On stderr, in one write: the service's own log lines go to stdout from another thread.
+sys.stderr.write(f"RESULT {os.environ.get('OTEL_PYTHON_SDK_INTERNAL_METRICS_ENABLED')} {dropped}\\n")
 """
     env = {
         **os.environ,
@@ -291,8 +292,8 @@ print("RESULT", os.environ.get("OTEL_PYTHON_SDK_INTERNAL_METRICS_ENABLED"), drop
         timeout=60,
     )
     assert done.returncode == 0, done.stderr
-    result = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
-    assert result, done.stdout
+    result = [line for line in done.stderr.splitlines() if line.startswith("RESULT ")]
+    assert result, done.stdout + done.stderr
     _, switch, dropped = result[-1].split()
     assert switch == str(before)
     assert float(dropped) == 8, "the refused export's spans were not counted as dropped"
