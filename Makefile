@@ -10,7 +10,7 @@ UV := $(VENV)/bin/uv
 # Command-line tools the project installs for itself (Node.js, Compose v2, hadolint, ...). First on
 # PATH: npm, and every process the tests start, run the pinned Node rather than the machine's.
 export PATH := $(CURDIR)/.tools/bin:$(CURDIR)/$(VENV)/bin:$(PATH)
-NODE_DIRS := $(patsubst %/package-lock.json,%,$(wildcard examples/*/package-lock.json tools/*/package-lock.json))
+NODE_DIRS := $(patsubst %/package-lock.json,%,$(wildcard examples/*/package-lock.json tools/*/package-lock.json bench/*/package-lock.json))
 
 .PHONY: backends backends-generate help setup setup-python setup-node setup-system test test-python test-node lint format validate bench lock up down verify traffic
 
