@@ -31,7 +31,9 @@ def main(argv: list[str] | None = None) -> int:
         help="one run against broken backends, seconds (default 12; x rounds = the memory window)",
     )
     parser.add_argument(
-        "--quick", action="store_true", help="smoke test: 2 rounds of 2 s runs, 4 s outage runs"
+        "--quick",
+        action="store_true",
+        help="smoke test: 2 rounds of 2 s runs, 4 s outage runs, 300 requests under callgrind",
     )
     parser.add_argument(
         "--output",
@@ -39,12 +41,26 @@ def main(argv: list[str] | None = None) -> int:
         default=_DEFAULT_OUTPUT,
         help="markdown report (default bench/results.md; '-' to write none)",
     )
+    parser.add_argument(
+        "--callgrind-requests",
+        type=int,
+        help="requests counted per server under callgrind (default 1500; 300 with --quick)",
+    )
+    parser.add_argument(
+        "--no-callgrind",
+        action="store_true",
+        help="count no instructions (no valgrind here): the verdicts use CPU time",
+    )
     parser.add_argument("--strict", action="store_true", help="exit 1 if a target is not met")
     args = parser.parse_args(argv)
     if args.rounds is None:
         args.rounds = 2 if args.quick else 5
+    if args.callgrind_requests is None:
+        args.callgrind_requests = 300 if args.quick else 1500
     if args.rounds < 1 or args.seconds <= 0 or args.outage_seconds <= 0:
         parser.error("--rounds must be >= 1 and durations > 0")
+    if args.callgrind_requests < 10:
+        parser.error("--callgrind-requests must be >= 10")
 
     settings = runner.Settings(
         seconds=2.0 if args.quick else args.seconds,
@@ -54,6 +70,9 @@ def main(argv: list[str] | None = None) -> int:
         rewarm_seconds=1.0 if args.quick else 5.0,
         outage_warmup_seconds=2.0 if args.quick else 20.0,
         services=(args.only,) if args.only else ("fastapi", "node"),
+        callgrind_requests=None if args.no_callgrind else args.callgrind_requests,
+        # Uncounted requests first, so that caches, heaps and Node's JIT settle.
+        callgrind_warmup_share=0.1 if args.quick else 1.0,
     )
     load_before = os.getloadavg()[0]
     try:

@@ -2,8 +2,10 @@
 
 For each service every variant runs as its own process, pinned to one core (the load generator
 and the receivers share the other), started once and warmed up. Then the cases run in rounds:
-bare, full, production, full with 10% errors, refused, hanging, bare, full, ... so that each
-comparison is made of alternated runs (A B A B) and slow drift of the machine hits both sides.
+bare, full, documented way, production, full with 10% errors, refused, hanging, bare, full, ...
+so that each comparison is made of alternated runs (A B A B) and slow drift of the machine hits
+both sides. Then each variant the ratio targets compare is started once more under callgrind
+(bench/callgrind.py), and its instructions per request are counted: the verdicts' figure.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import contextlib
 import json
 import os
 import re
+import shlex
 import shutil
 import signal
 import statistics
@@ -27,7 +30,7 @@ from typing import Any
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
-from bench import load, proc
+from bench import callgrind, load, proc
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "support"))
 from receivers import OtlpReceiver, SentryReceiver
@@ -35,6 +38,8 @@ from services import FASTAPI_DIR, NODE_DIR, REPO, Service, run_service
 
 SERVER_CPU = 0
 LOAD_CPU = 1
+BENCH_DIR = Path(__file__).resolve().parent
+DOCS_NODE_DIR = BENCH_DIR / "docs-node"
 _TRACE_ID = re.compile(r"^[0-9a-f]{32}$")
 _SERVER_SPAN = 2  # SpanKind SERVER in OTLP
 
@@ -57,6 +62,11 @@ class Settings:
     # heap to its working size (~20 s here), which is not memory the outage costs.
     outage_warmup_seconds: float = 20.0
     services: tuple[str, ...] = ("fastapi", "node")
+    # Instructions per request (callgrind): requests in each counted window. None: no
+    # callgrind, the verdicts fall back to CPU time.
+    callgrind_requests: int | None = 1500
+    # Share of each service's callgrind warm-up (ServiceSpec.callgrind_warmup) to send.
+    callgrind_warmup_share: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -66,10 +76,26 @@ class ServiceSpec:
     service_name: str
     hot_path: str
     bare_command: tuple[str, ...]
-    instrumented_command: tuple[str, ...]
+    instrumented_command: tuple[str, ...]  # the way users start the service
+    # The same server without a launcher in between (``npm start`` runs node through a shell),
+    # so that Valgrind runs the server itself.
+    direct_command: tuple[str, ...]
     instrumented_dir: Path
+    docs_command: tuple[str, ...]  # the app instrumented the way the libraries' docs show
+    docs_dir: Path
     extra_env: Mapping[str, str]
     process_name: str | None  # measure this descendant instead of the started process
+    # Uncounted requests before callgrind counts. Node's count keeps falling for ~10,000-20,000
+    # requests under Valgrind (JIT tiers, heap sizing; bare Express, successive windows after
+    # 6,000 uncounted requests: 174k, 130k, 121k per request; after 20,000: 137k, 115k, 114k);
+    # FastAPI's is flat after a few hundred.
+    callgrind_warmup: int
+
+
+def _npm_start(directory: Path) -> tuple[str, ...]:
+    """The command ``npm start`` runs in ``directory`` (its package.json's start script)."""
+    manifest = json.loads((directory / "package.json").read_text())
+    return tuple(shlex.split(str(manifest["scripts"]["start"])))
 
 
 def _specs() -> dict[str, ServiceSpec]:
@@ -81,9 +107,13 @@ def _specs() -> dict[str, ServiceSpec]:
             hot_path="/hello?name=bench",
             bare_command=(sys.executable, "-m", "bench.bare_fastapi"),
             instrumented_command=(sys.executable, "-m", "app"),
+            direct_command=(sys.executable, "-m", "app"),
             instrumented_dir=FASTAPI_DIR,
+            docs_command=(sys.executable, "-m", "bench.docs_fastapi"),
+            docs_dir=REPO,
             extra_env={},
             process_name=None,
+            callgrind_warmup=1000,
         ),
         "node": ServiceSpec(
             key="node",
@@ -92,10 +122,14 @@ def _specs() -> dict[str, ServiceSpec]:
             hot_path="/inventory/SB-1001",
             bare_command=("node", "bench/bare_express.mjs"),
             instrumented_command=("npm", "start", "--silent"),
+            direct_command=_npm_start(NODE_DIR),
             instrumented_dir=NODE_DIR,
+            docs_command=_npm_start(DOCS_NODE_DIR),
+            docs_dir=DOCS_NODE_DIR,
             # No probing of other services during the benchmark; Express in production mode.
             extra_env={"MONITOR_TARGETS": "none", "NODE_ENV": "production"},
             process_name="node",
+            callgrind_warmup=10_000,
         ),
     }
 
@@ -265,22 +299,48 @@ def _instrumented_env(spec: ServiceSpec, backends: _Backends, variant: str) -> d
     if variant == "prod":
         env["OTEL_TRACES_SAMPLER"] = "parentbased_traceidratio"
         env["OTEL_TRACES_SAMPLER_ARG"] = "0.1"
+    if variant == "docs":
+        # Metrics come from prometheus-client / prom-client on /metrics, as in the service; the
+        # Node SDK would otherwise also export its own to OTLP every minute.
+        env["OTEL_METRICS_EXPORTER"] = "none"
     return env
+
+
+def _command(spec: ServiceSpec, variant: str, direct: bool) -> tuple[tuple[str, ...], Path]:
+    if variant == "bare":
+        return spec.bare_command, REPO
+    if variant == "docs":
+        if not (spec.docs_dir / "node_modules").exists() and spec.docs_dir != REPO:
+            raise RuntimeError(f"{spec.docs_dir} has no node_modules: run `make setup-node`")
+        return spec.docs_command, spec.docs_dir
+    return (spec.direct_command if direct else spec.instrumented_command), spec.instrumented_dir
 
 
 @contextlib.contextmanager
 def _start(
-    spec: ServiceSpec, variant: str, backends: _Backends | None, pin: bool
+    spec: ServiceSpec,
+    variant: str,
+    backends: _Backends | None,
+    pin: bool,
+    callgrind_dir: Path | None = None,
+    extra_env: Mapping[str, str] | None = None,
 ) -> Iterator[Server]:
+    """One server of ``variant``; under callgrind (counting nothing yet) if ``callgrind_dir``."""
+    command, cwd = _command(spec, variant, direct=callgrind_dir is not None)
     if backends is None:
-        command, cwd, env = spec.bare_command, REPO, dict(spec.extra_env)
+        env = dict(spec.extra_env)
         env.pop("MONITOR_TARGETS", None)
     else:
-        command, cwd = spec.instrumented_command, spec.instrumented_dir
         env = _instrumented_env(spec, backends, variant)
-    with run_service(_pinned(command, pin), cwd, env, timeout=60.0) as service:
+    env.update(extra_env or {})
+    timeout = 60.0
+    if callgrind_dir is not None:
+        command = tuple(callgrind.command(command, callgrind_dir))
+        timeout = callgrind.READY_TIMEOUT_S
+    with run_service(_pinned(command, pin), cwd, env, timeout=timeout) as service:
         pid = service.process.pid
-        if spec.process_name is not None:
+        # Under Valgrind the started process is the server (taskset and nice exec into it).
+        if spec.process_name is not None and callgrind_dir is None:
             pid = proc.find_process(pid, spec.process_name)
         try:
             yield Server(variant, service, pid, backends)
@@ -390,6 +450,7 @@ class CaseResult:
 CASES = (
     Case("bare", "bare (no instrumentation)", "bare", mix=False, long=False),
     Case("full", "all signals, 100% traced", "full", mix=False, long=False),
+    Case("docs", "documented way, all signals, 100% traced", "docs", mix=False, long=False),
     Case("prod", "production defaults (10% traced)", "prod", mix=False, long=False),
     Case("mix", "all signals, 100% traced, 10% /error", "full", mix=True, long=False),
     Case("refused", "backends refuse connections", "refused", mix=False, long=True),
@@ -403,6 +464,11 @@ class ServiceResult:
     cases: dict[str, CaseResult]
     telemetry: dict[str, dict[str, float]]  # variant -> what the healthy receivers got
     pinned: bool
+    # Case key -> instructions counted by callgrind (bare, full, docs, prod, mix); empty when
+    # callgrind was not run.
+    instructions: dict[str, callgrind.Count] = field(default_factory=dict)
+    # The Sentry error budget the counted /error mix ran with (see _callgrind_counts).
+    callgrind_error_budget: float | None = None
 
 
 def _paths(spec: ServiceSpec, mix: bool) -> list[str]:
@@ -490,11 +556,12 @@ def _log(message: str) -> None:
 
 
 def run_service_bench(spec: ServiceSpec, settings: Settings, pin: bool) -> ServiceResult:
-    variants = ("bare", "full", "prod", "refused", "hang")
+    variants = ("bare", "full", "docs", "prod", "refused", "hang")
     with contextlib.ExitStack() as stack:
         backends: dict[str, _Backends | None] = {
             "bare": None,
             "full": _healthy(stack),
+            "docs": _healthy(stack),
             "prod": _healthy(stack),
             "refused": _outage(stack, "refused"),
             "hang": _outage(stack, "hang"),
@@ -570,7 +637,65 @@ def run_service_bench(spec: ServiceSpec, settings: Settings, pin: bool) -> Servi
                 "server_spans": float(b.otlp.server_span_count),
                 "log_records": float(b.otlp.log_record_count),
             }
-    return ServiceResult(spec, results, telemetry, pin)
+    done = ServiceResult(spec, results, telemetry, pin)
+    if settings.callgrind_requests:
+        _callgrind_counts(done, settings, pin)
+    return done
+
+
+# --- instructions (callgrind) -------------------------------------------------------------
+
+# The services' default SENTRY_MAX_EVENTS_PER_SECOND.
+_ERROR_BUDGET = 10.0
+
+
+def _callgrind_counts(result: ServiceResult, settings: Settings, pin: bool) -> None:
+    """Counts instructions per request for the cases the ratio targets compare, one server at a
+    time under callgrind (never two Valgrinds at once: each takes a core).
+
+    The /error mix needs care: the services turn an error into a full Sentry event only within
+    a budget of events per second (``SENTRY_MAX_EVENTS_PER_SECOND``), and count the rest as
+    dropped, far more cheaply. Valgrind slows the server ~50x, so the same mix would make ~50x
+    fewer errors a second and every one of them would get the expensive path, which no server
+    at full speed sees. The counted mix therefore runs with the budget scaled by the slowdown
+    (the 100% server's request rate under Valgrind over its rate in the timed runs), so that
+    the same share of errors becomes a full event as in the timed mix.
+    """
+    spec = result.spec
+    assert settings.callgrind_requests is not None
+    requests = settings.callgrind_requests
+    warmup = round(spec.callgrind_warmup * settings.callgrind_warmup_share)
+    hot, mix = _paths(spec, mix=False), _paths(spec, mix=True)
+    plan: list[tuple[str, str, list[str]]] = [
+        ("bare", "bare", hot),
+        ("full", "full", hot),
+        ("prod", "prod", hot),
+        ("docs", "docs", hot),
+        ("mix", "full", mix),
+    ]
+    slowdown = 1.0
+    for key, variant, paths in plan:
+        extra: dict[str, str] = {}
+        if key == "mix":
+            result.callgrind_error_budget = _ERROR_BUDGET / slowdown
+            extra["SENTRY_MAX_EVENTS_PER_SECOND"] = f"{result.callgrind_error_budget:.4f}"
+        _log(f"{spec.key}: callgrind {key} ({warmup} + {requests} requests)")
+        with callgrind.out_dir() as out, contextlib.ExitStack() as stack:
+            backends = None if variant == "bare" else _healthy(stack)
+            _deprioritise_receiver_threads()
+            try:
+                server = stack.enter_context(_start(spec, variant, backends, pin, out, extra))
+            except AssertionError as exc:  # run_service's "not ready" / "exited"
+                raise RuntimeError(f"{spec.key}/{key} under callgrind: {exc}") from exc
+            counted = callgrind.count(server.pid, server.url, paths, warmup, requests, out)
+            if key == "full":
+                rate = requests / max(1e-9, counted.seconds)
+                slowdown = max(1.0, result.cases["full"].rps / rate)
+            result.instructions[key] = counted
+            _log(
+                f"{spec.key}: callgrind {key}: {counted.per_request / 1000:,.0f}k per request "
+                f"(settling window {counted.settling.per_request / 1000:,.0f}k)"
+            )
 
 
 def can_pin() -> bool:
@@ -582,7 +707,19 @@ def can_pin() -> bool:
     )
 
 
+def _use_project_tools() -> None:
+    """The Node the services run on: the Makefile puts the pinned Node in .tools/bin first on
+    PATH, and so does ``python -m bench`` when it is started without make, so that bare,
+    documented and service variants all run on the service's runtime."""
+    tools = REPO / ".tools" / "bin"
+    if (tools / "node").exists() and not os.environ.get("PATH", "").startswith(str(tools)):
+        os.environ["PATH"] = f"{tools}{os.pathsep}{os.environ.get('PATH', '')}"
+
+
 def run(settings: Settings, progress: Callable[[str], None] = _log) -> list[ServiceResult]:
+    _use_project_tools()
+    if settings.callgrind_requests and (why := callgrind.available()) is not None:
+        raise RuntimeError(f"{why} (or run with --no-callgrind: verdicts by CPU time)")
     pin = can_pin()
     if pin:
         # Before any thread exists: every thread of this process (receivers) and wrk inherit it.

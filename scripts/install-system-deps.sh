@@ -14,6 +14,8 @@ command -v prometheus >/dev/null && command -v promtool >/dev/null || need_apt+=
 command -v amtool >/dev/null && command -v prometheus-alertmanager >/dev/null || need_apt+=(prometheus-alertmanager)
 # wrk: the load generator of `make bench` (taskset, for pinning, is in util-linux).
 command -v wrk >/dev/null || need_apt+=(wrk)
+# valgrind: callgrind counts the instructions per request that `make bench` judges by.
+command -v valgrind >/dev/null && command -v callgrind_control >/dev/null || need_apt+=(valgrind)
 if ((${#need_apt[@]})); then
   if [[ $(id -u) -ne 0 ]]; then
     echo "install-system-deps: need root to apt-get install ${need_apt[*]}" >&2
