@@ -250,18 +250,19 @@ def test_the_log_handler_records_what_the_sdks_handler_records() -> None:
     from opentelemetry import context as otel_context
     from opentelemetry.sdk._logs import LoggingHandler
 
-    from app.telemetry import _BatchLogProcessor, _OtlpLogHandler
+    from app.telemetry.full_queues import RefusingBatchLogProcessor
+    from app.telemetry.logs import OtlpLogHandler
 
     resource = Resource.create({"service.name": "svc"})
     theirs = _CollectLogs()
     provider = LoggerProvider(resource=resource)
     provider.add_log_record_processor(SimpleLogRecordProcessor(theirs))
     ours = _CollectLogs()
-    processor = _BatchLogProcessor(ours)
+    processor = RefusingBatchLogProcessor(ours)
     logger = logging.getLogger("app.test_otlp")
     logger.propagate = False
     logger.setLevel(logging.DEBUG)
-    handlers = [LoggingHandler(logger_provider=provider), _OtlpLogHandler(processor, resource)]
+    handlers = [LoggingHandler(logger_provider=provider), OtlpLogHandler(processor, resource)]
     for handler in handlers:
         logger.addHandler(handler)
     span = NonRecordingSpan(SpanContext(0xABC, 0xDEF, False, TraceFlags(1)))

@@ -23,7 +23,8 @@ from receivers import OtlpReceiver, SentryReceiver, wait_for
 from services import fastapi_app, free_port
 
 from app import otlp
-from app.telemetry import _BatchSpanProcessor, _DroppedTelemetry
+from app.telemetry.full_queues import RefusingBatchSpanProcessor
+from app.telemetry.metrics import DroppedTelemetry
 
 EXPORT_TIMEOUT_MS = 5000  # what a blocked request would wait at least
 REQUESTS = 400
@@ -201,9 +202,9 @@ def test_a_full_span_queue_keeps_what_it_holds_and_counts_what_it_refuses(
 ) -> None:
     # What telemetry.setup() switches on: the SDK's counts that telemetry_dropped_total reads.
     monkeypatch.setenv("OTEL_PYTHON_SDK_INTERNAL_METRICS_ENABLED", "true")
-    dropped = _DroppedTelemetry()
+    dropped = DroppedTelemetry()
     exporter = _StalledExporter()
-    processor = _BatchSpanProcessor(
+    processor = RefusingBatchSpanProcessor(
         exporter,
         max_queue_size=4,
         max_export_batch_size=4,
@@ -264,16 +265,17 @@ def test_setup_counts_drops_without_leaving_the_sdk_switch_on(before: str | None
 import os, sys
 from app.settings import load_settings
 from app import telemetry
-from app.telemetry import _BatchSpanProcessor
+from app.telemetry.full_queues import RefusingBatchSpanProcessor
 active = telemetry.setup(load_settings())
 processor = active.tracer_provider._active_span_processor._span_processors[0]
-assert isinstance(processor, _BatchSpanProcessor)
+assert isinstance(processor, RefusingBatchSpanProcessor)
 for i in range(8):
     active.tracer_provider.get_tracer("t").start_span(f"s{i}").end()
 active.tracer_provider.force_flush(2000)
 dropped = sum(n for (signal, _), n in active.dropped.totals().items() if signal == "traces")
 # On stderr, in one write: the service's own log lines go to stdout from another thread.
-sys.stderr.write(f"RESULT {os.environ.get('OTEL_PYTHON_SDK_INTERNAL_METRICS_ENABLED')} {dropped}\\n")
+switch = os.environ.get('OTEL_PYTHON_SDK_INTERNAL_METRICS_ENABLED')
+sys.stderr.write(f"RESULT {switch} {dropped}\\n")
 """
     env = {
         **os.environ,

@@ -6,7 +6,8 @@ import logging
 import threading
 import time
 
-from app.telemetry import _DroppedTelemetry, _StdoutHandler
+from app.telemetry.logs import StdoutHandler
+from app.telemetry.metrics import DroppedTelemetry
 
 
 class _StalledStream:
@@ -24,12 +25,12 @@ class _StalledStream:
         pass
 
 
-class _SmallBuffer(_StdoutHandler):
+class _SmallBuffer(StdoutHandler):
     _MAX_LINES = 20
 
 
 def test_a_stalled_stdout_drops_and_counts_lines_instead_of_blocking() -> None:
-    stream, dropped = _StalledStream(), _DroppedTelemetry()
+    stream, dropped = _StalledStream(), DroppedTelemetry()
     handler = _SmallBuffer(stream, dropped)
     handler.setFormatter(logging.Formatter("%(message)s"))
     time.sleep(0.05)  # let the writer thread start and block on the first batch
