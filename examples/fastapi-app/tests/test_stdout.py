@@ -25,23 +25,22 @@ class _StalledStream:
         pass
 
 
-class _SmallBuffer(StdoutHandler):
-    _MAX_LINES = 20
+_MAX_LINES = 20
 
 
 def test_a_stalled_stdout_drops_and_counts_lines_instead_of_blocking() -> None:
     stream, dropped = _StalledStream(), DroppedTelemetry()
-    handler = _SmallBuffer(stream, dropped)
-    handler.setFormatter(logging.Formatter("%(message)s"))
-    time.sleep(0.05)  # let the writer thread start and block on the first batch
+    handler = StdoutHandler(stream, dropped, logging.Formatter("%(message)s"), _MAX_LINES)
     slowest = 0.0
     for n in range(200):
+        if n == 1:
+            time.sleep(0.05)  # let the writer thread take the first line and block on it
         started = time.perf_counter()
         handler.emit(logging.makeLogRecord({"msg": f"line {n}"}))
         slowest = max(slowest, time.perf_counter() - started)
     assert slowest < 0.05, f"a log call waited {slowest * 1000:.0f} ms for stdout"
     lost = dropped.totals()[("logs", "stdout_buffer_full")]
-    assert lost >= 200 - 2 * _SmallBuffer._MAX_LINES
+    assert lost >= 200 - 2 * _MAX_LINES
 
     stream.released.set()
     handler.close()  # writes what is left, in order

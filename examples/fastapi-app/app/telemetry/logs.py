@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import collections
 import logging
+import queue
 import sys
-import threading
 import time
 from collections.abc import Mapping
+from logging.handlers import QueueHandler, QueueListener
 from typing import Any
 
 from opentelemetry import trace
@@ -40,8 +40,7 @@ def setup_logging(
         root.removeHandler(handler)
 
     context = _LogContextFilter(settings.otel_service_name)
-    stdout = StdoutHandler(sys.stdout, dropped)
-    stdout.setFormatter(_JsonLineFormatter())
+    stdout = StdoutHandler(sys.stdout, dropped, _JsonLineFormatter())
     stdout.addFilter(context)
     root.addHandler(stdout)
 
@@ -79,66 +78,86 @@ def setup_logging(
     return processor
 
 
-class StdoutHandler(logging.StreamHandler):  # type: ignore[type-arg]
-    """JSON lines to stdout, written by a background thread in batches every 20 ms.
+class StdoutHandler(QueueHandler):
+    """JSON lines to stdout, written by a ``QueueListener`` thread, never by the request.
 
-    A write per line was a system call per request (~25 us here), and a stdout whose reader
-    stalls (a full pipe to a log collector) would block the event loop. Lines wait in a
-    bounded buffer instead; when it is full they are dropped and counted
-    (``telemetry_dropped_total{signal="logs",reason="stdout_buffer_full"}``). Closing the
-    handler (shutdown, interpreter exit) writes what is left and goes on synchronously.
+    A stdout whose reader stalls (a full pipe to a log collector) would otherwise block the
+    event loop. Records wait in a bounded queue instead; when it is full they are dropped and
+    counted (``telemetry_dropped_total{signal="logs",reason="stdout_buffer_full"}``).
+    Closing the handler (shutdown, interpreter exit) writes what is left and goes on
+    synchronously.
     """
 
-    _INTERVAL_SECONDS = 0.02
-    _MAX_LINES = 10_000
-
-    def __init__(self, stream: Any, dropped: DroppedTelemetry) -> None:
-        super().__init__(stream)
+    def __init__(
+        self,
+        stream: Any,
+        dropped: DroppedTelemetry,
+        formatter: logging.Formatter,
+        max_lines: int = 10_000,
+    ) -> None:
+        # One slot more than lines: QueueListener.stop() needs it for its end-of-queue mark.
+        pending: queue.Queue[logging.LogRecord] = queue.Queue(max_lines + 1)
+        super().__init__(pending)
+        self._pending, self._max_lines = pending, max_lines
         self._dropped = dropped
-        self._lines: collections.deque[str] = collections.deque()
-        self._write_lock = threading.Lock()
-        self._stopped = threading.Event()
-        self._writer = threading.Thread(target=self._run, name="stdout-writer", daemon=True)
-        self._writer.start()
+        self._writer = _BatchedStreamHandler(stream, pending, dropped)
+        self._writer.setFormatter(formatter)
+        self._listener = QueueListener(self.queue, self._writer)
+        self._listener.start()
+        self._direct = False
 
-    def emit(self, record: logging.LogRecord) -> None:
-        try:
-            line = self.format(record)
-        except Exception:
-            self.handleError(record)
+    def prepare(self, record: logging.LogRecord) -> logging.LogRecord:
+        # The default formats the record here, on the request's thread, and copies it. The
+        # context filter has already made it self-contained (message merged and scrubbed,
+        # traceback formatted), and nothing changes it afterwards: it is queued as it is and
+        # formatted on the listener's thread.
+        return record
+
+    def enqueue(self, record: logging.LogRecord) -> None:
+        if self._direct:
+            self._writer.handle(record)
             return
-        if self._stopped.is_set():
-            with self._write_lock:
-                self._write([line])
-        elif len(self._lines) >= self._MAX_LINES:
+        try:
+            if self._pending.qsize() >= self._max_lines:
+                raise queue.Full
+            self._pending.put_nowait(record)
+        except queue.Full:
             self._dropped.add("logs", "stdout_buffer_full")
-        else:
-            self._lines.append(line)  # deque.append is atomic: no lock on the request path
-
-    def flush(self) -> None:
-        with self._write_lock:  # one writer at a time keeps the lines in order
-            lines = []
-            while self._lines:
-                lines.append(self._lines.popleft())
-            if lines:
-                self._write(lines)
 
     def close(self) -> None:
-        self._stopped.set()
-        self._writer.join(1.0)
-        self.flush()
+        if not self._direct:
+            self._direct = True  # from now on records are written as they come
+            self._listener.stop()  # writes what is queued
+            self._writer.write_through()
         super().close()
 
-    def _run(self) -> None:
-        while not self._stopped.wait(self._INTERVAL_SECONDS):
-            self.flush()
 
-    def _write(self, lines: list[str]) -> None:
-        try:
-            self.stream.write("\n".join(lines) + "\n")
-            self.stream.flush()
-        except (OSError, ValueError):  # stdout closed or broken: nothing to tell anyone
-            self._dropped.add("logs", "stdout_error", len(lines))
+class _BatchedStreamHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """The listener's handler: flushes the stream only once the queue is empty, so a burst
+    of lines leaves in one write instead of a system call per line; a write that fails
+    (stdout closed or broken) is counted, as there is nobody to tell."""
+
+    def __init__(
+        self, stream: Any, pending: queue.Queue[logging.LogRecord], dropped: DroppedTelemetry
+    ) -> None:
+        super().__init__(stream)
+        self._pending = pending
+        self._dropped = dropped
+        self._batching = True
+
+    def flush(self) -> None:
+        if not (self._batching and self._pending.qsize()):
+            super().flush()
+
+    def write_through(self) -> None:
+        self._batching = False
+        self.flush()
+
+    def handleError(self, record: logging.LogRecord) -> None:
+        if isinstance(sys.exc_info()[1], OSError | ValueError):
+            self._dropped.add("logs", "stdout_error")
+        else:
+            super().handleError(record)
 
 
 # `level` as both services write it (examples/contract.yaml): LOG_LEVEL's names, lower case.
