@@ -38,7 +38,7 @@ _LOG_LEVELS = {
 }
 
 
-# OTEL_TRACES_SAMPLER values the OpenTelemetry SDKs of both services build in.
+# OTEL_TRACES_SAMPLER values the OpenTelemetry SDKs of both services build in, in any case.
 # https://opentelemetry.io/docs/specs/otel/configuration/sdk-environment-variables/#general-sdk-configuration
 _SAMPLERS = (
     "always_on",
@@ -127,9 +127,10 @@ class Settings(BaseSettings):
     @field_validator("otel_traces_sampler")
     @classmethod
     def _known_sampler(cls, value: str) -> str:
-        if value not in _SAMPLERS:
+        name = value.strip().lower()  # as the SDKs read it
+        if name not in _SAMPLERS:
             raise ValueError(f"must be one of {', '.join(_SAMPLERS)}")
-        return value
+        return name
 
     @field_validator("otel_traces_sampler_arg")
     @classmethod
