@@ -45,13 +45,13 @@ _PY_PACKAGES = (
 _NODE_PACKAGES = (
     "express",
     "@sentry/node",
-    "@opentelemetry/sdk-trace-node",
+    "@opentelemetry/sdk-trace",
     "@opentelemetry/instrumentation-http",
     "prom-client",
     "pino",
 )
 # Only the documented-way variant uses these (bench/docs-node).
-_DOCS_NODE_PACKAGES = ("@opentelemetry/instrumentation-express",)
+_DOCS_NODE_PACKAGES = ("@opentelemetry/sdk-node", "@opentelemetry/instrumentation-express")
 
 
 @dataclass(frozen=True)
