@@ -251,7 +251,7 @@ def test_the_log_handler_records_what_the_sdks_handler_records() -> None:
     from opentelemetry.sdk._logs import LoggingHandler
 
     from app.telemetry.full_queues import RefusingBatchLogProcessor
-    from app.telemetry.logs import OtlpLogHandler
+    from app.telemetry.otlp_logs import OtlpLogHandler
 
     resource = Resource.create({"service.name": "svc"})
     theirs = _CollectLogs()

@@ -1,4 +1,14 @@
-"""SDK batch processors whose full queue refuses the new item instead of evicting the oldest."""
+"""SDK batch processors whose full queue refuses the new item instead of evicting the oldest.
+
+A custom piece, kept for the outage targets (a backend down must not slow requests) rather
+than for the cost of a healthy request. Measured with ``make bench``'s outage cases on
+2026-11-22 (issue #7): with the SDK's evicting queue and a backend down, every span and log
+record lived for a whole queue's turn and was promoted and rescanned by the garbage collector;
+young collections took up to 40 ms of CPU, p99 35-40 ms against 4-6 ms with healthy backends,
+4-5 ms after this change (docs/bench.md). The Node and Java SDKs refuse the new item too. It
+reaches into opentelemetry-sdk 1.45 internals (the batch processor's ``_batch_processor``,
+``_queue``, ``_max_queue_size``, ``_metrics``): tests/test_pins.py fails when that changes.
+"""
 
 from __future__ import annotations
 
