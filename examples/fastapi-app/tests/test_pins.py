@@ -28,8 +28,8 @@ _PINS = [
         "sentry-sdk",
         "2.75.0",
         "app/telemetry/tracing.py _SentryTracePropagator (does the propagator still raise on "
-        "a malformed sentry-trace, still continue '-0' as sampled?) and app/telemetry/errors.py "
-        "(the transport's _handle_response, the scrubbing of events)",
+        "a malformed sentry-trace, still continue '-0' as sampled?) and "
+        "app/telemetry/sentry_transport.py (the transport's _handle_response)",
     ),
 ]
 

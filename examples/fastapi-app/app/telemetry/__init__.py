@@ -20,6 +20,9 @@ One request gets ONE trace id, shared by all four signals:
 Every backend is optional: without its endpoint or DSN it is simply off. Every exporter works on
 a bounded queue in a background thread; when a backend is down or hangs, data is dropped and
 counted in ``telemetry_dropped_total{signal}``, and no request ever waits for it.
+
+Each signal is set up in its own module (tracing, errors, logs, metrics); this one wires them
+in order and is the whole surface the rest of the app uses.
 """
 
 from __future__ import annotations
