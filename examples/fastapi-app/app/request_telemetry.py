@@ -8,6 +8,14 @@ propagation lookup and a non-recording span; attributes are only computed for sp
 recorded. Metric labels come from the matched route TEMPLATE, never the raw path, so random
 URLs cannot create new series.
 
+A custom piece, kept because it was measured: on 2026-12-04 (a scratch script, not committed),
+a FastAPI ``/hello`` driven in-process through ASGI, 5,000 requests after 500 of warm-up, every
+span recorded into a no-op exporter, no access line, ``time.process_time``, 2 alternated runs:
+bare 43 us a request, with this middleware 85-92 us, with opentelemetry-instrumentation-fastapi
+222-232 us. About 140 us saved a request: over a third of a 100%-traced request (372 us in
+issue #21). tests/test_pins.py fails when FastAPI, whose own instrumentation app/main.py turns
+off, changes version.
+
 Span attributes follow the stable HTTP server conventions:
 https://opentelemetry.io/docs/specs/semconv/http/http-spans/#http-server-span
 """

@@ -10,6 +10,13 @@ import pytest
 # (distribution, the version the piece was written and measured against, what to re-check)
 _PINS = [
     (
+        "fastapi",
+        "0.163.2",
+        "app/request_telemetry.py: FastAPI's built-in instrumentation must still be off with "
+        "telemetry={...} in app/main.py (one server span, not two); re-measure the middleware "
+        "against opentelemetry-instrumentation-fastapi (its docstring)",
+    ),
+    (
         "opentelemetry-exporter-otlp-proto-http",
         "1.45.2",
         "app/otlp.py: the encoder must still produce the SDK's message (tests/test_otlp.py), "
