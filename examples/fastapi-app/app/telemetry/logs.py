@@ -221,6 +221,10 @@ class _LogContextFilter(logging.Filter):
         record.span_id = f"{context.span_id:016x}" if context.is_valid else ""
         record.msg = scrub_text(record.getMessage())
         record.args = None
+        # Set here, on the caller's thread, so that the JSON formatter on the stdout thread
+        # only replaces it: adding a field there could change the record while the OTLP
+        # handler reads its fields.
+        record.message = record.msg
         fields = record.__dict__
         fields.pop("color_message", None)  # uvicorn's ANSI-coloured duplicate
         if record.exc_info and record.exc_info[1] is not None:
