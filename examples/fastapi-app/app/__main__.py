@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import gc
 import importlib.util
 import logging
@@ -35,6 +36,14 @@ def main() -> int:
         )
         return 2
 
+    # The socket before anything else: a port in use or a bad HOST stops start-up at once,
+    # in one line that names the variable.
+    try:
+        sock = _listen(settings)
+    except OSError as exc:
+        print(f"fastapi-app: {_listen_problem(settings, exc)}", file=sys.stderr)
+        return 2
+
     # Telemetry first: the framework and HTTP client are imported after instrumentation is set.
     from app import telemetry
 
@@ -65,7 +74,9 @@ def main() -> int:
     # (It also covers a signal that arrives before uvicorn has installed its handlers.)
     for stop_signal in (signal.SIGTERM, signal.SIGINT):
         signal.signal(stop_signal, server.handle_exit)
-    server.run(sockets=[_listen(settings)])
+    bound = sock.getsockname()
+    _log.info("listening on [%s]:%d", bound[0], bound[1])
+    server.run(sockets=[sock])
     return 0
 
 
@@ -102,12 +113,30 @@ def _listen(settings: Settings) -> socket.socket:
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     if family == socket.AF_INET6:
         sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0 if wildcard else 1)
-    sock.bind((address, settings.port))
-    sock.listen(2048)
+    try:
+        sock.bind((address, settings.port))
+        sock.listen(2048)
+    except OSError:
+        sock.close()
+        raise
     sock.set_inheritable(True)
-    bound = sock.getsockname()
-    _log.info("listening on [%s]:%d", bound[0], bound[1])
     return sock
+
+
+def _listen_problem(settings: Settings, exc: OSError) -> str:
+    """What is wrong, named by the variable that sets it."""
+    where = f"[{settings.host}]:{settings.port}"
+    if isinstance(exc, socket.gaierror):
+        return f"HOST: {settings.host!r} is neither an address nor a name that resolves here"
+    if exc.errno == errno.EADDRINUSE:
+        return (
+            f"PORT: {settings.port} is already in use ({where}); stop the other server or set PORT"
+        )
+    if exc.errno == errno.EADDRNOTAVAIL:
+        return f"HOST: {settings.host!r} is not an address of this machine"
+    if exc.errno == errno.EACCES:
+        return f"PORT: {settings.port} needs privileges this process does not have"
+    return f"HOST/PORT: cannot listen on {where}: {exc.strerror or exc}"
 
 
 if __name__ == "__main__":
