@@ -406,6 +406,6 @@ def test_node_inventory_follows_its_contract(node_service: Service, sku: str) ->
 
 def test_node_survived_the_fuzzing(node_service: Service) -> None:
     def expected(record: dict[str, object]) -> bool:
-        return record.get("route") == "/error" or "deliberate" in json.dumps(record)
+        return record.get("http_route") == "/error" or "deliberate" in json.dumps(record)
 
     _assert_clean_output(node_service, expected)

@@ -18,6 +18,16 @@ const _PINO_LEVEL = Object.freeze({
   critical: 'fatal',
   silent: 'silent',
 });
+// OTEL_TRACES_SAMPLER values (the spec's built-in samplers), in any case.
+// https://opentelemetry.io/docs/specs/otel/configuration/sdk-environment-variables/#general-sdk-configuration
+const _SAMPLERS = Object.freeze([
+  'always_on',
+  'always_off',
+  'traceidratio',
+  'parentbased_always_on',
+  'parentbased_always_off',
+  'parentbased_traceidratio',
+]);
 // Sentry DSN shape: {protocol}://{public_key}[:{secret}]@{host}[:{port}]/{path/}{project_id}
 const _DSN = /^(https?):\/\/([\w-]+)(?::[\w-]+)?@([^/:]+|\[[0-9a-fA-F:]+\])(?::(\d+))?\/(.*\/)?(\d+)\/?$/;
 
@@ -110,10 +120,27 @@ export function loadConfig(env = process.env) {
     },
   };
 
+  _checkSampler(read);
+
   if (problems.length > 0) {
     throw new ConfigError(problems);
   }
   return Object.freeze(config);
+}
+
+// otel.mjs builds the sampler from OTEL_TRACES_SAMPLER and OTEL_TRACES_SAMPLER_ARG; they are checked
+// here with every other variable, so that a typo stops start-up naming it.
+function _checkSampler(read) {
+  const sampler = read.oneOf('OTEL_TRACES_SAMPLER', 'parentbased_always_on', _SAMPLERS, { lowerCase: true });
+  const ratio = read.rate('OTEL_TRACES_SAMPLER_ARG', undefined);
+  if (ratio !== undefined && sampler !== undefined && !sampler.endsWith('traceidratio')) {
+    // The spec says ignore it; whoever set only the ratio would get every trace.
+    read._fail(
+      'OTEL_TRACES_SAMPLER_ARG',
+      'only read by the traceidratio samplers: set OTEL_TRACES_SAMPLER too, e.g. parentbased_traceidratio',
+      read._raw('OTEL_TRACES_SAMPLER_ARG'),
+    );
+  }
 }
 
 // The FastAPI sample's routes, so a fresh `docker compose up` has realistic traffic on the

@@ -21,6 +21,9 @@ export function createLogger({ level, service, version }, destination = stdoutSt
     {
       level,
       base: { service, version },
+      // The field names both services write (examples/contract.yaml): `time` (ISO 8601, UTC),
+      // `level`, `message`, `service`.
+      messageKey: 'message',
       timestamp: pino.stdTimeFunctions.isoTime,
       formatters: {
         level: (label) => ({ level: label }),
@@ -50,6 +53,6 @@ export function createLogger({ level, service, version }, destination = stdoutSt
 /** pino's own stdout stream (sonic-boom), buffered and bounded as STDOUT_BUFFER says. */
 export function stdoutStream({ fd = 1, ...options } = {}) {
   const stream = pino.destination({ dest: fd, ...STDOUT_BUFFER, ...options });
-  stream.on('drop', () => countDropped('logs'));
+  stream.on('drop', () => countDropped('logs', 1, 'stdout_buffer_full'));
   return stream;
 }

@@ -8,10 +8,11 @@ const { Counter, Gauge, Histogram, Registry } = client;
 // Set at start-up when spans are exported: only then do exemplars lead anywhere.
 let _tracesExported = false;
 
-// prometheus-client's (Python) default buckets, so both services' histograms aggregate together.
-const _HTTP_BUCKETS = [0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1, 2.5, 5, 7.5, 10];
-const _PROBE_BUCKETS = [..._HTTP_BUCKETS, 30, 60];
-export const SIGNALS = Object.freeze(['traces', 'logs', 'errors', 'metrics']);
+// The FastAPI service's buckets (examples/contract.yaml), so both services' histograms aggregate
+// together: 5 ms to 30 s, the server's request timeout.
+const _HTTP_BUCKETS = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30];
+const _PROBE_BUCKETS = [..._HTTP_BUCKETS, 60];
+export const SIGNALS = Object.freeze(['traces', 'logs', 'errors']);
 
 // Exemplars only exist in the OpenMetrics format, so every metric lives in an OpenMetrics registry;
 // plain Prometheus text is rendered from it on demand (see renderMetrics).
@@ -120,18 +121,19 @@ export function recordHttpRequest(method, route, statusClass, seconds, spanConte
 export const buildInfo = new Gauge({
   name: 'app_build_info',
   help: 'Always 1; labels name the running build.',
-  labelNames: ['version', 'commit'],
+  labelNames: ['version', 'commit', 'service'],
   registers: [registry],
 });
 
 export const telemetryDropped = new Counter({
   name: 'telemetry_dropped_total',
-  help: 'Telemetry items dropped because a backend was slow, down or a bounded queue was full.',
-  labelNames: ['signal'],
+  help: 'Telemetry items dropped instead of delaying requests, by signal and reason.',
+  labelNames: ['signal', 'reason'],
   registers: [registry],
 });
+// Present from start-up, so rate() and the loss alert work before the first loss.
 for (const signal of SIGNALS) {
-  telemetryDropped.inc({ signal }, 0);
+  telemetryDropped.inc({ signal, reason: 'queue_full' }, 0);
 }
 // The same counts, readable at once (prom-client's own are read asynchronously).
 const _droppedTotals = Object.fromEntries(SIGNALS.map((signal) => [signal, 0]));
@@ -159,15 +161,19 @@ export const probeHttpStatus = new Gauge({
   registers: [registry],
 });
 
-/** Counts `count` items of `signal` (traces|logs|errors|metrics) as dropped. */
-export function countDropped(signal, count = 1) {
+/**
+ * Counts `count` items of `signal` (traces|logs|errors) as dropped, for `reason`: a bounded word
+ * such as `queue_full` (a full queue: the default), `stdout_buffer_full`, `backpressure`, a
+ * failed export's error type or Sentry's loss reason.
+ */
+export function countDropped(signal, count = 1, reason = 'queue_full') {
   if (count > 0) {
-    telemetryDropped.inc({ signal }, count);
+    telemetryDropped.inc({ signal, reason }, count);
     _droppedTotals[signal] += count;
   }
 }
 
-/** Items of each signal dropped so far: { traces, logs, errors, metrics }. */
+/** Items of each signal dropped so far, whatever the reason: { traces, logs, errors }. */
 export function droppedTotals() {
   return { ..._droppedTotals };
 }
@@ -175,6 +181,11 @@ export function droppedTotals() {
 /** Called at start-up when spans are exported: only then do exemplars lead anywhere. */
 export function enableExemplars() {
   _tracesExported = true;
+}
+
+/** Whether exemplars are served (spans are exported), for the start-up line. */
+export function exemplarsEnabled() {
+  return _tracesExported;
 }
 
 /** Exemplar labels for a span context, or none when the trace will not be stored. */

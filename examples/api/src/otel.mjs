@@ -34,7 +34,7 @@ import { ATTR_SERVICE_NAME, ATTR_SERVICE_VERSION } from '@opentelemetry/semantic
 import { SentryPropagator } from '@sentry/opentelemetry';
 
 import { countDropped, enableExemplars } from './metrics.mjs';
-import { Outage, failureReason } from './outage.mjs';
+import { Outage, failureKind, failureReason } from './outage.mjs';
 import { FILTERED, isSensitiveKey, scrubStack, scrubText } from './scrub.mjs';
 
 const _MAX_EXPORT_BATCH = 512;
@@ -324,7 +324,7 @@ function _countingExporter(exporter, signal, transform, outage, settled) {
         if (result.code === ExportResultCode.SUCCESS) {
           outage.delivered();
         } else {
-          countDropped(signal, items.length);
+          countDropped(signal, items.length, failureKind(result.error));
           outage.failed(failureReason(result.error));
         }
         resultCallback(result);

@@ -59,6 +59,17 @@ function _log(level, fields, message) {
   context.with(ROOT_CONTEXT, () => _logger[level](fields, message));
 }
 
+/**
+ * A failed delivery as a bounded metric label (telemetry_dropped_total's `reason`): `http_503`,
+ * `ECONNREFUSED`, or the error's type; never its message, which could be anything.
+ */
+export function failureKind(error) {
+  if (typeof error?.code === 'number') {
+    return `http_${error.code}`;
+  }
+  return (typeof error?.code === 'string' && error.code) || error?.name || 'unknown';
+}
+
 /** A short reason for a failed delivery: `HTTP 503`, `ECONNREFUSED`, or the error's message. */
 export function failureReason(error) {
   if (typeof error?.code === 'number') {

@@ -19,7 +19,7 @@ import {
 } from '@opentelemetry/api';
 
 import { recordHttpRequest } from './metrics.mjs';
-import { scrubText } from './scrub.mjs';
+import { scrubQuery, scrubText } from './scrub.mjs';
 import { isUntracedPath } from './tracing-filters.mjs';
 
 const _METHODS = new Set(['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE', 'OPTIONS', 'TRACE', 'CONNECT']);
@@ -64,16 +64,20 @@ export function requestTelemetry({ logger, accessLog, scheme = 'http' }) {
       }
       recordHttpRequest(method, route, `${Math.floor(status / 100)}xx`, seconds, spanContext);
       if (_accessLogged(accessLog, spanContext, status)) {
+        // The access line's fields and levels both services share (examples/contract.yaml).
         const fields = {
-          method,
-          route,
-          path: scrubText(req.originalUrl.split('?', 1)[0]).slice(0, 256),
-          status,
+          http_method: method,
+          http_route: route,
+          http_status: status,
           duration_ms: Math.round(seconds * 1000),
+          path: scrubText(req.originalUrl.split('?', 1)[0]).slice(0, 256),
         };
-        // In the request's context, so the line carries its trace and span id.
+        // In the request's context, so the line carries its trace and span id. A 5xx is the
+        // service's own failure: at error level, so a level filter finds every failed request.
         context.with(active, () => {
-          if (_QUIET_ROUTES.has(route)) {
+          if (status >= 500) {
+            logger.error(fields, 'request');
+          } else if (_QUIET_ROUTES.has(route)) {
             logger.debug(fields, 'request');
           } else {
             logger.info(fields, 'request');
@@ -100,8 +104,9 @@ function _hasAny(headers, names) {
   return false;
 }
 
-// The stable HTTP server semantic conventions, for recorded spans only. PII in the URL is scrubbed
-// by the exporter (otel.mjs), like every other attribute.
+// The stable HTTP server semantic conventions, for recorded spans only. PII in attributes is
+// scrubbed by the exporter (otel.mjs); the query string here already, parameter by parameter on its
+// decoded text (the exporter's free-text rules would miss `alice%40example.com`).
 function _describe(span, req, res, { method, route, scheme }) {
   const { url } = req;
   const queryAt = url.indexOf('?');
@@ -120,7 +125,7 @@ function _describe(span, req, res, { method, route, scheme }) {
     attributes['http.request.method_original'] = req.method;
   }
   if (queryAt !== -1) {
-    attributes['url.query'] = url.slice(queryAt + 1);
+    attributes['url.query'] = scrubQuery(url.slice(queryAt + 1));
   }
   if (host) {
     attributes['server.address'] = host.address;

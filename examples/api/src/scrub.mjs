@@ -2,8 +2,11 @@
 //
 // The same two rules as the FastAPI service (examples/fastapi-app/app/scrub.py):
 // - a value stored under a sensitive key (password, token, card number, ...) is replaced whole;
-// - free text (messages, URLs, query strings) has card numbers, emails, bearer tokens and
-//   sensitive `key=value` pairs masked in place.
+// - free text (messages, URLs, query strings) has card numbers, emails, social-security numbers,
+//   bearer tokens and sensitive `key=value` pairs masked in place.
+// Query strings (`url.query`, Sentry's `query_string`, the query of a URL) are judged parameter by
+// parameter on their decoded text: `%40` is an `@` and `%20` a space there. The cases both
+// services must pass are in examples/contract.yaml.
 
 export const FILTERED = '[Filtered]';
 
@@ -11,13 +14,15 @@ const _SENSITIVE_KEY =
   /pass(word|wd)?|secret|token|api[-_]?key|auth(orization)?|cookie|session|credit[-_]?card|card[-_]?(number|no)?|\bcc\b|cvv|cvc|ssn|social[-_]?security|private[-_]?key|e-?mail/i;
 // key=value pairs in query strings, form bodies and log text.
 const _SENSITIVE_PAIR =
-  /([\w.-]*(?:pass(?:word|wd)?|secret|token|api[-_]?key|auth|cookie|session|card|cvv|cvc|ssn)[\w.-]*)(=|:\s*)([^&\s,;"']+)/gi;
+  /([\w.-]*(?:pass(?:word|wd)?|secret|token|api[-_]?key|auth|cookie|session|card|cvv|cvc|ssn|e-?mail)[\w.-]*)(=|:\s*)([^&\s,;"']+)/gi;
 const _BEARER = /\b(Bearer|Basic)\s+[A-Za-z0-9._~+/=-]+/gi;
 // Also URL-encoded (`%40`), as emails appear in query strings.
 const _EMAIL = /[A-Za-z0-9._%+-]+(?:@|%40)[A-Za-z0-9.-]+\.[A-Za-z]{2,}/gi;
 // 13-19 digits, optionally grouped by spaces or dashes; confirmed with the Luhn checksum so that
 // ordinary long numbers (ids, timestamps) survive.
 const _CARD_CANDIDATE = /(?<![\w-])(?:\d[ -]?){12,18}\d(?![\w-])/g;
+// US social-security numbers as written: 3-2-4 digits.
+const _SSN = /(?<![\w-])\d{3}-\d{2}-\d{4}(?![\w-])/g;
 // Credentials in URLs: scheme://user:password@host
 const _URL_USERINFO = /(\b[a-z][a-z0-9+.-]*:\/\/)[^/\s:@]+:[^/\s@]+@/gi;
 const _MAX_DEPTH = 12;
@@ -49,6 +54,7 @@ export function scrubText(text) {
   }
   if (_FOUR_DIGITS.test(out)) {
     out = out.replace(_CARD_CANDIDATE, _maskCard);
+    out = out.replace(_SSN, FILTERED);
   }
   if (at || out.includes('%40')) {
     out = out.replace(_EMAIL, FILTERED);
@@ -90,6 +96,52 @@ export function scrubStack(stack) {
   return out.join('\n');
 }
 
+// Keys whose values are query strings or URLs (span attributes, Sentry's request data).
+const _QUERY_KEYS = new Set(['url.query', 'query_string']);
+const _URL_KEYS = new Set(['url.full', 'url', 'http.url']);
+
+/**
+ * A URL query string, each parameter judged on its decoded text. A parameter with nothing to hide
+ * keeps its encoding; one that had something is encoded again from its scrubbed text
+ * (`note=call%20[Filtered]`).
+ */
+export function scrubQuery(query) {
+  if (typeof query !== 'string' || query === '') {
+    return query;
+  }
+  return query
+    .split('&')
+    .map((pair) => {
+      const at = pair.indexOf('=');
+      const key = at === -1 ? pair : pair.slice(0, at);
+      const value = at === -1 ? '' : pair.slice(at + 1);
+      if (at !== -1 && value !== '' && isSensitiveKey(_decoded(key))) {
+        return `${key}=${FILTERED}`;
+      }
+      const decoded = _decoded(at === -1 ? key : value);
+      const scrubbed = scrubText(decoded);
+      if (scrubbed === decoded) {
+        return pair;
+      }
+      const encoded = encodeURIComponent(scrubbed).replaceAll('%5B', '[').replaceAll('%5D', ']');
+      return at === -1 ? encoded : `${key}=${encoded}`;
+    })
+    .join('&');
+}
+
+function _decoded(text) {
+  try {
+    return decodeURIComponent(text.replaceAll('+', ' '));
+  } catch {
+    return text; // malformed %-encoding: judged as it is
+  }
+}
+
+function _scrubUrl(url) {
+  const at = url.indexOf('?');
+  return at === -1 ? scrubText(url) : `${scrubText(url.slice(0, at))}?${scrubQuery(url.slice(at + 1))}`;
+}
+
 /**
  * Returns a scrubbed copy of `value` found under `key`, recursing into arrays and plain objects.
  * Other objects (class instances, buffers) are returned unchanged.
@@ -99,6 +151,12 @@ export function scrubValue(key, value, depth = 0) {
     return FILTERED;
   }
   if (typeof value === 'string') {
+    if (_QUERY_KEYS.has(key)) {
+      return scrubQuery(value);
+    }
+    if (_URL_KEYS.has(key)) {
+      return _scrubUrl(value);
+    }
     return key === 'stack' ? scrubStack(value) : scrubText(value);
   }
   if (depth >= _MAX_DEPTH || value === null || typeof value !== 'object') {

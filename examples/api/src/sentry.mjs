@@ -146,7 +146,7 @@ export function sentryEventAllowed() {
   if (_budget === undefined || _budget.take()) {
     return true;
   }
-  countDropped('errors');
+  countDropped('errors', 1, 'backpressure');
   Sentry.getClient()?.recordDroppedEvent('backpressure', 'error');
   return false;
 }
@@ -188,7 +188,7 @@ function _countingTransport(options) {
     recordDroppedEvent(reason, category, count = 1) {
       // Network errors, timeouts, a full buffer and rate limits all end here.
       if (category === 'error') {
-        countDropped('errors', count);
+        countDropped('errors', count, reason);
       }
       options.recordDroppedEvent(reason, category, count);
     },
@@ -204,9 +204,10 @@ function _countingTransport(options) {
           if (status >= 200 && status < 300) {
             _outage.delivered();
           } else if (status >= 500) {
-            // The SDK records no loss for an error status: count the envelope's events here.
+            // The SDK records no loss for an error status: count the envelope's events here, as
+            // `network_error`, the reason Sentry's Python SDK gives them.
             const [, items] = envelope;
-            countDropped('errors', items.filter(([header]) => header.type === 'event').length);
+            countDropped('errors', items.filter(([header]) => header.type === 'event').length, 'network_error');
             _outage.failed(`HTTP ${status}`);
           }
           return response;

@@ -5,7 +5,7 @@ import * as Sentry from '@sentry/node';
 import { createApp } from './app.mjs';
 import { loadConfigOrExit } from './config.mjs';
 import { createLogger } from './logger.mjs';
-import { buildInfo, droppedTotals } from './metrics.mjs';
+import { buildInfo, droppedTotals, exemplarsEnabled } from './metrics.mjs';
 import { Monitor } from './monitor.mjs';
 import { logOutagesTo } from './outage.mjs';
 import { getTelemetry } from './runtime.mjs';
@@ -25,9 +25,10 @@ const logger = createLogger({
 if (!telemetry) {
   logger.warn('started without --import ./src/instrument.mjs: no traces, OTLP logs or Sentry');
 }
+_logStartup(logger);
 logOutagesTo(logger);
 
-buildInfo.set({ version: config.version, commit: config.commit }, 1);
+buildInfo.set({ version: config.version, commit: config.commit, service: config.otel.serviceName }, 1);
 
 const monitor = new Monitor(config.monitor, logger);
 let ready = true;
@@ -99,3 +100,21 @@ async function shutdown(signal) {
 }
 process.on('SIGTERM', () => shutdown('SIGTERM'));
 process.on('SIGINT', () => shutdown('SIGINT'));
+
+// Which telemetry is on, in one line, the same as the FastAPI service's (examples/contract.yaml):
+// `telemetry ready: on=metrics off=sentry,...` and, when no exemplars are served, why.
+function _logStartup(log) {
+  const sentry = Boolean(telemetry && config.sentry.dsn);
+  const summary = {
+    sentry,
+    sentry_performance: sentry && config.sentry.tracesSampleRate > 0,
+    traces: Boolean(telemetry && config.otel.tracesEndpoint),
+    logs: Boolean(telemetry && config.otel.logsEndpoint),
+    metrics: true,
+    // An exemplar links a metric to a trace: only worth serving when traces are exported.
+    exemplars: exemplarsEnabled(),
+  };
+  const names = (on) => Object.keys(summary).filter((name) => summary[name] === on).join(',') || '-';
+  const why = summary.exemplars ? '' : '; exemplars off: no traces endpoint (set OTEL_EXPORTER_OTLP_ENDPOINT)';
+  log.info({ telemetry: summary }, `telemetry ready: on=${names(true)} off=${names(false)}${why}`);
+}

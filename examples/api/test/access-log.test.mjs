@@ -22,7 +22,7 @@ async function startWithReceiver(env) {
   return { otlp, service };
 }
 
-const accessLines = (service, traceId) => service.logs.filter((l) => l.msg === 'request' && l.trace_id === traceId);
+const accessLines = (service, traceId) => service.logs.filter((l) => l.message === 'request' && l.trace_id === traceId);
 const accessRecords = (otlp, traceId) => otlp.logRecords().filter((r) => r.body === 'request' && r.traceId === traceId);
 
 describe('ACCESS_LOG=sampled (the default)', () => {
@@ -47,13 +47,13 @@ describe('ACCESS_LOG=sampled (the default)', () => {
     await waitFor(() => accessRecords(otlp, SAMPLED).length === 1, { message: 'the sampled request record' });
     const errorLine = accessLines(service, UNSAMPLED_ERROR);
     assert.equal(errorLine.length, 1, 'the unsampled 5xx is logged');
-    assert.equal(errorLine[0].status, 500);
+    assert.equal(errorLine[0].http_status, 500);
     assert.equal(accessRecords(otlp, UNSAMPLED_ERROR).length, 1);
 
     assert.deepEqual(accessLines(service, UNSAMPLED), [], 'no line for the unsampled 200');
     assert.deepEqual(accessRecords(otlp, UNSAMPLED), []);
     // Other log lines are not subject to sampling.
-    assert.ok(service.logs.some((l) => l.msg === 'request failed' && l.trace_id === UNSAMPLED_ERROR));
+    assert.ok(service.logs.some((l) => l.message === 'request failed' && l.trace_id === UNSAMPLED_ERROR));
   });
 
   it('logs requests of the default always-on sampler, and counts every request in the metrics', async () => {
@@ -63,10 +63,10 @@ describe('ACCESS_LOG=sampled (the default)', () => {
     })[0].value;
     await service.request('/inventory/SB-1003', { headers: traceparent('44444444444444444444444444444444', '00') });
     await service.request('/inventory/SB-1004');
-    await waitFor(() => service.logs.some((l) => l.msg === 'request' && l.path === '/inventory/SB-1004' && l.trace_id), {
+    await waitFor(() => service.logs.some((l) => l.message === 'request' && l.path === '/inventory/SB-1004' && l.trace_id), {
       message: 'the access line of a request without a traceparent',
     });
-    assert.ok(!service.logs.some((l) => l.msg === 'request' && l.path === '/inventory/SB-1003'));
+    assert.ok(!service.logs.some((l) => l.message === 'request' && l.path === '/inventory/SB-1003'));
     const countAfter = samples(await service.metrics(), 'http_server_requests_total', {
       route: '/inventory/:sku',
       status_class: '2xx',

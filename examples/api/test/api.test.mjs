@@ -105,9 +105,9 @@ describe('API', () => {
 
   it('exports build info, dropped-telemetry counters and default process metrics', async () => {
     const all = await service.metrics({ openMetrics: false });
-    assert.equal(samples(all, 'app_build_info', { version: 'api@1.2.3', commit: 'abc1234' })[0].value, 1);
-    for (const signal of ['traces', 'logs', 'errors', 'metrics']) {
-      assert.equal(samples(all, 'telemetry_dropped_total', { signal }).length, 1, signal);
+    assert.equal(samples(all, 'app_build_info', { version: 'api@1.2.3', commit: 'abc1234', service: 'api' })[0].value, 1);
+    for (const signal of ['traces', 'logs', 'errors']) {
+      assert.equal(samples(all, 'telemetry_dropped_total', { signal, reason: 'queue_full' }).length, 1, signal);
     }
     assert.ok(samples(all, 'process_resident_memory_bytes')[0].value > 0);
     assert.ok(samples(all, 'process_cpu_seconds_total').length === 1);
@@ -133,17 +133,17 @@ describe('API', () => {
     assert.match(text.headers['content-type'], /^text\/plain; version=0\.0\.4/);
     assert.doesNotMatch(text.text, /# EOF| # \{/);
     assert.match(text.text, /^http_server_requests_total\{/m);
-    assert.match(text.text, /^telemetry_dropped_total\{signal="traces"\} 0$/m);
+    assert.match(text.text, /^telemetry_dropped_total\{signal="traces",reason="queue_full"\} 0$/m);
   });
 
   it('logs one JSON line per request with the route template', async () => {
     await service.request('/inventory/SB-1004?email=ada@example.com');
     const line = await waitFor(
-      () => service.logs.find((l) => l.msg === 'request' && l.path === '/inventory/SB-1004'),
+      () => service.logs.find((l) => l.message === 'request' && l.path === '/inventory/SB-1004'),
       { message: 'the request log line' },
     );
-    assert.equal(line.route, '/inventory/:sku');
-    assert.equal(line.status, 200);
+    assert.equal(line.http_route, '/inventory/:sku');
+    assert.equal(line.http_status, 200);
     assert.equal(line.service, 'api');
     assert.ok(!JSON.stringify(service.logs).includes('ada@example.com'));
   });
@@ -168,7 +168,7 @@ describe('shutdown', () => {
     const service = await startService();
     const { code } = await service.stop('SIGTERM');
     assert.equal(code, 0);
-    assert.ok(service.logs.some((l) => l.msg === 'stopped'));
+    assert.ok(service.logs.some((l) => l.message === 'stopped'));
   });
 
   for (const signal of ['SIGTERM', 'SIGINT']) {
@@ -191,12 +191,12 @@ describe('shutdown', () => {
         // Draining (at most 3 s) plus the flush (at most 3 s), with room for a busy machine.
         assert.ok(performance.now() - started < 8000, 'the stop took too long');
 
-        const last = await waitFor(() => service.logs.at(-1)?.msg === 'stopped' && service.logs.at(-1), {
+        const last = await waitFor(() => service.logs.at(-1)?.message === 'stopped' && service.logs.at(-1), {
           message: 'the stopped line, last',
         });
         assert.deepEqual(last.flushed, ['traces', 'logs', 'sentry']);
         assert.deepEqual(last.not_flushed, []);
-        assert.deepEqual(last.dropped, { traces: 0, logs: 0, errors: 0, metrics: 0 });
+        assert.deepEqual(last.dropped, { traces: 0, logs: 0, errors: 0 });
         assert.ok(otlp.spans().some((span) => span.traceId === traceId), 'the span was not flushed');
         assert.ok(otlp.logRecords().some((record) => record.traceId === traceId), 'the log was not flushed');
         assert.equal(sentry.events().length, 1);

@@ -12,7 +12,7 @@ import { telemetryDropped } from '../src/metrics.mjs';
 
 async function droppedLogs() {
   const { values } = await telemetryDropped.get();
-  return values.find((value) => value.labels.signal === 'logs')?.value ?? 0;
+  return values.find((value) => value.labels.signal === 'logs' && value.labels.reason === 'stdout_buffer_full')?.value ?? 0;
 }
 
 describe('stdout', () => {

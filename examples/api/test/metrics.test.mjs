@@ -2,13 +2,17 @@
 // as prom-client's own Counter and Histogram do for the same requests, in both formats.
 
 import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
 import { describe, it } from 'node:test';
 
 import client from 'prom-client';
+import { parse } from 'yaml';
 
 import { enableExemplars, recordHttpRequest, renderMetrics } from '../src/metrics.mjs';
 
-const BUCKETS = [0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1, 2.5, 5, 7.5, 10];
+// The buckets both services share (examples/contract.yaml).
+const CONTRACT = parse(readFileSync(new URL('../../contract.yaml', import.meta.url), 'utf8'));
+const BUCKETS = CONTRACT.metrics.http_server_request_duration_seconds.buckets;
 
 // A small deterministic generator (mulberry32): the same requests on every run.
 function random(seed) {

@@ -165,7 +165,7 @@ describe('monitor', () => {
     // Same fingerprint: Sentry groups both outages into one issue.
     assert.deepEqual(events[0].fingerprint, events[1].fingerprint);
     await waitFor(
-      () => service.logs.filter((l) => l.msg === 'target recovered' && l.target === names.flapping).length === 2,
+      () => service.logs.filter((l) => l.message === 'target recovered' && l.target === names.flapping).length === 2,
       { message: 'two "target recovered" log lines' },
     );
   });
@@ -222,7 +222,7 @@ describe('monitor', () => {
     await waitFor(() => otlp.spans().some((s) => s.traceId === failedTrace && s.name === 'probe'), {
       message: 'the failed probe span',
     });
-    assert.ok(service.logs.some((l) => l.msg === 'probe failed' && l.trace_id === failedTrace));
+    assert.ok(service.logs.some((l) => l.message === 'probe failed' && l.trace_id === failedTrace));
     await waitFor(() => otlp.logRecords().some((r) => r.traceId === failedTrace && r.body === 'probe failed'), {
       message: 'the failed probe OTLP log',
     });

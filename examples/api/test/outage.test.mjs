@@ -30,9 +30,10 @@ async function burst(service, paths, concurrency = 8) {
 async function dropped(service) {
   const all = await service.metrics();
   return Object.fromEntries(
-    ['traces', 'logs', 'errors', 'metrics'].map((signal) => [
+    ['traces', 'logs', 'errors'].map((signal) => [
       signal,
-      samples(all, 'telemetry_dropped_total', { signal })[0].value,
+      // Every reason together.
+      samples(all, 'telemetry_dropped_total', { signal }).reduce((sum, sample) => sum + sample.value, 0),
     ]),
   );
 }
@@ -124,7 +125,6 @@ describe('backends hanging (accept, never answer)', () => {
       { message: 'drops to be counted' },
     );
     assert.ok(lost.logs >= errors + reads - QUEUE, JSON.stringify(lost));
-    assert.equal(lost.metrics, 0);
     // The senders bound their concurrency too.
     assert.ok(sentry.maxOpenRequests <= 64, `Sentry connections: ${sentry.maxOpenRequests}`);
 
@@ -190,7 +190,6 @@ describe('backends refusing connections', () => {
       },
       { message: 'failed deliveries to be counted' },
     );
-    assert.equal(lost.metrics, 0);
   });
 
   it('keeps probing on schedule', async () => {
@@ -210,7 +209,7 @@ describe('an outage in the logs', () => {
     });
     const otlp = new OtlpReceiver();
     const sentry = new SentryReceiver();
-    const lines = (prefix) => service.logs.filter((line) => line.msg?.startsWith(prefix));
+    const lines = (prefix) => service.logs.filter((line) => line.message?.startsWith(prefix));
     try {
       for (let i = 0; i < 6; i++) {
         await service.request('/error?kind=handled');
@@ -225,7 +224,7 @@ describe('an outage in the logs', () => {
       );
       const backends = { sentry: 'errors', traces: 'traces', logs: 'logs' };
       // One warning per backend, nothing per batch or per event.
-      const warnings = service.logs.filter((line) => line.level === 'warn').map((line) => line.msg);
+      const warnings = service.logs.filter((line) => line.level === 'warn').map((line) => line.message);
       assert.equal(warnings.length, 3, JSON.stringify(warnings));
       for (const backend of Object.keys(backends)) {
         assert.equal(lines(`${backend}: delivery failing since `).length, 1, backend);
@@ -242,7 +241,7 @@ describe('an outage in the logs', () => {
       for (const [backend, signal] of Object.entries(backends)) {
         assert.equal(lines(`${backend}: delivery failing since `).length, 1, backend);
         assert.deepEqual(
-          lines(`${backend}: delivery recovered`).map((line) => line.msg),
+          lines(`${backend}: delivery recovered`).map((line) => line.message),
           [`${backend}: delivery recovered after ${lost[signal]} dropped`],
         );
       }
@@ -257,7 +256,7 @@ describe('an outage in the logs', () => {
     const sentry = await new SentryReceiver().start();
     sentry.mode = 'fail';
     const service = await startService({ SENTRY_DSN: sentry.dsn, LOG_LEVEL: 'info' });
-    const lines = (prefix) => service.logs.filter((line) => line.msg?.startsWith(prefix));
+    const lines = (prefix) => service.logs.filter((line) => line.message?.startsWith(prefix));
     try {
       for (let i = 0; i < 4; i++) {
         await service.request('/error?kind=handled');
@@ -272,7 +271,7 @@ describe('an outage in the logs', () => {
       sentry.mode = 'ok';
       await service.request('/error?kind=handled');
       await waitFor(() => lines('sentry: delivery recovered').length, { message: 'sentry recovered' });
-      assert.equal(lines('sentry: delivery recovered')[0].msg, 'sentry: delivery recovered after 4 dropped');
+      assert.equal(lines('sentry: delivery recovered')[0].message, 'sentry: delivery recovered after 4 dropped');
       assert.equal(sentry.events().length, 1);
     } finally {
       await service.stop();

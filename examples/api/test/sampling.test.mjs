@@ -31,7 +31,7 @@ describe('head sampling from the environment', () => {
       for (const headers of requests) {
         await service.request(PATH, { headers });
         // The access line names the request's trace, sampled or not.
-        const line = await waitFor(() => service.logs.filter((l) => l.msg === 'request')[traceIds.length], {
+        const line = await waitFor(() => service.logs.filter((l) => l.message === 'request')[traceIds.length], {
           message: `the access line of request ${traceIds.length + 1}`,
         });
         traceIds.push(line.trace_id);

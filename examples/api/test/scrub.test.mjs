@@ -144,7 +144,7 @@ describe('logger', () => {
     assert.equal(first.req.headers.authorization, FILTERED);
     assert.equal(first.email, FILTERED);
     assert.equal(first.card, FILTERED);
-    assert.equal(first.msg, `login by ${FILTERED} with token=${FILTERED}`);
+    assert.equal(first.message, `login by ${FILTERED} with token=${FILTERED}`);
     assert.equal(first.level, 'info');
     assert.equal(second.err.message, `charge ${FILTERED} failed`);
     assert.doesNotMatch(second.err.stack, /4111/);

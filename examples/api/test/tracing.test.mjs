@@ -72,7 +72,7 @@ describe('trace-id join', () => {
     assert.equal(failure.serviceName, 'api');
     assert.ok(spanIds.has(failure.spanId));
     // stdout carries the same ids.
-    assert.ok(service.logs.some((l) => l.msg === 'request failed' && l.trace_id === traceId && l.span_id));
+    assert.ok(service.logs.some((l) => l.message === 'request failed' && l.trace_id === traceId && l.span_id));
 
     const exemplars = samples(await service.metrics(), 'http_server_request_duration_seconds_bucket', {
       route: '/error',
@@ -85,12 +85,12 @@ describe('trace-id join', () => {
   });
 
   it('OTLP log records carry what the stdout lines carry, as the pino instrumentation sent them', async () => {
-    // What the instrumentation's log sending made of a JSON line: body = msg, severity from the
+    // What the instrumentation's log sending made of a JSON line: body = message, severity from the
     // level, the line's time, ids of the active span, the other fields as attributes, `err` as
     // exception.* attributes.
     const SEVERITY = { debug: 5, info: 9, warn: 13, error: 17 };
     const expectedRecord = (line) => {
-      const { level, time, msg, trace_id, span_id, trace_flags, err, ...fields } = line;
+      const { level, time, message, trace_id, span_id, trace_flags, err, ...fields } = line;
       const exception = err
         ? { 'exception.type': err.type, 'exception.message': err.message, 'exception.stacktrace': err.stack }
         : {};
@@ -102,7 +102,7 @@ describe('trace-id join', () => {
         observedTimeUnixNano: String(BigInt(Date.parse(time)) * 1_000_000n),
         severityNumber: SEVERITY[level],
         severityText: level,
-        body: msg,
+        body: message,
         attributes: { ...fields, ...exception },
         serviceName: 'api',
         scope: { name: PINO_INSTRUMENTATION.name, version: PINO_INSTRUMENTATION.version },
@@ -119,8 +119,8 @@ describe('trace-id join', () => {
     }, { message: 'stdout lines of the requests' });
     for (const line of lines) {
       const record = await waitFor(
-        () => otlp.logRecords().find((r) => r.traceId === line.trace_id && r.body === line.msg),
-        { message: `OTLP record of ${line.msg} in ${line.trace_id}` },
+        () => otlp.logRecords().find((r) => r.traceId === line.trace_id && r.body === line.message),
+        { message: `OTLP record of ${line.message} in ${line.trace_id}` },
       );
       assert.deepEqual(record, expectedRecord(line));
       assert.deepEqual(Object.keys(record.attributes), Object.keys(expectedRecord(line).attributes));
@@ -396,7 +396,10 @@ describe('an error storm (SENTRY_MAX_EVENTS_PER_SECOND)', () => {
       );
       assert.equal(handled.json.sentry_event_id, undefined);
       await waitFor(() => sentry.events()[0], { message: 'the first error event' });
-      const dropped = samples(await service.metrics(), 'telemetry_dropped_total', { signal: 'errors' })[0].value;
+      const dropped = samples(await service.metrics(), 'telemetry_dropped_total', {
+        signal: 'errors',
+        reason: 'backpressure',
+      })[0].value;
       assert.equal(dropped, 4);
       const events = sentry.events();
       assert.equal(events.length, 1);

@@ -62,7 +62,7 @@ export class Service {
     const exited = this.exit.then(({ code }) => {
       throw new Error(`service exited (${code}) before listening: ${this.stderr}`);
     });
-    const listening = waitFor(() => this.logs.find((line) => line.msg === 'listening'), {
+    const listening = waitFor(() => this.logs.find((line) => line.message === 'listening'), {
       timeout: 20_000,
       message: 'the service to listen',
     });
