@@ -45,7 +45,12 @@ const app = createApp({
   accessLog: config.accessLog,
 });
 
-const server = app.listen(config.port, config.host, () => {
+const server = app.listen(config.port, config.host, (error) => {
+  if (error) {
+    // A port in use or a bad HOST: one line naming the variable, as for any bad setting.
+    process.stderr.write(`api: ${_listenProblem(error)}\n`);
+    process.exit(2);
+  }
   const address = server.address();
   logger.info(
     {
@@ -117,4 +122,22 @@ function _logStartup(log) {
   const names = (on) => Object.keys(summary).filter((name) => summary[name] === on).join(',') || '-';
   const why = summary.exemplars ? '' : '; exemplars off: no traces endpoint (set OTEL_EXPORTER_OTLP_ENDPOINT)';
   log.info({ telemetry: summary }, `telemetry ready: on=${names(true)} off=${names(false)}${why}`);
+}
+
+// What is wrong with where the server was asked to listen, named by the variable that sets it.
+function _listenProblem(error) {
+  const where = `[${config.host}]:${config.port}`;
+  switch (error.code) {
+    case 'EADDRINUSE':
+      return `PORT: ${config.port} is already in use (${where}); stop the other server or set PORT`;
+    case 'ENOTFOUND':
+    case 'EAI_AGAIN':
+      return `HOST: '${config.host}' is neither an address nor a name that resolves here`;
+    case 'EADDRNOTAVAIL':
+      return `HOST: '${config.host}' is not an address of this machine`;
+    case 'EACCES':
+      return `PORT: ${config.port} needs privileges this process does not have`;
+    default:
+      return `HOST/PORT: cannot listen on ${where}: ${error.message}`;
+  }
 }
