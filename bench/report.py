@@ -27,6 +27,9 @@ OUTAGE_RSS_MB = 50.0
 # saturation the slowest healthy request here takes tens of milliseconds.
 OUTAGE_MAX_MS = 1000.0
 ERROR_MIX_CAPACITY = 0.8
+# A hand-made piece of telemetry code must save at least this share of the request it serves
+# against the library's own way, or the library's way is used (issue #21).
+PIECE_SAVING = 0.10
 
 _PY_PACKAGES = (
     "fastapi",
@@ -136,6 +139,39 @@ def evaluate(result: ServiceResult, settings: Settings) -> list[Target]:
             mix.errors_sent > 0 and accounted >= mix.errors_sent and mix.errors_without_trace == 0,
         )
     )
+    targets += _piece_targets(result)
+    return targets
+
+
+# A piece's "paths" -> the service's case it is compared with, and what that case is.
+_PIECE_CASES = {
+    "hot": ("full", "a 100%-traced request"),
+    "prod": ("prod", "a request at 10% traced"),
+    "mix": ("mix", "the 10% /error mix"),
+}
+
+
+def _piece_targets(result: ServiceResult) -> list[Target]:
+    """Issue #21's rule for each custom piece: with the library's way in its place, the
+    instrumented request costs at least 10% more instructions."""
+    counts = result.instructions
+    targets = []
+    for piece in result.spec.pieces:
+        stock = counts.get(f"stock:{piece.key}")
+        service_case, where = _PIECE_CASES.get(piece.paths, _PIECE_CASES["hot"])
+        service = counts.get(service_case)
+        if stock is None or service is None:
+            continue
+        saving = _ratio(stock.per_request - service.per_request, stock.per_request)
+        targets.append(
+            Target(
+                result.spec.key,
+                f"custom piece {piece.piece} saves, against {piece.stock}",
+                f"{saving:.0%} of {where} ({_kilo(service)} vs {_kilo(stock)} per request)",
+                f">= {PIECE_SAVING:.0%}",
+                saving >= PIECE_SAVING,
+            )
+        )
     return targets
 
 

@@ -90,6 +90,55 @@ class ServiceSpec:
     # 6,000 uncounted requests: 174k, 130k, 121k per request; after 20,000: 137k, 115k, 114k);
     # FastAPI's is flat after a few hundred.
     callgrind_warmup: int
+    # The service's custom pieces that ``make bench`` weighs against the library's own way
+    # (issue #21: a piece stays only where it saves at least 10% of an instrumented request).
+    pieces: tuple[StockPiece, ...] = ()
+    # ``pieces`` -> the command that starts the service with those pieces swapped back, its
+    # working directory and extra environment.
+    stock: Callable[[Sequence[str]], tuple[tuple[str, ...], Path, dict[str, str]]] | None = None
+
+
+@dataclass(frozen=True)
+class StockPiece:
+    key: str
+    piece: str  # the custom piece, where it lives
+    stock: str  # what replaces it: the library's documented way
+    # What it is weighed on: "hot", the hot path 100% traced; "prod", the hot path at the
+    # production default of 10% traced; "mix", the 10% /error mix, 100% traced.
+    paths: str
+
+
+def _fastapi_pieces() -> tuple[StockPiece, ...]:
+    from bench import stock_fastapi
+
+    return tuple(StockPiece(p.key, p.piece, p.stock, p.paths) for p in stock_fastapi.PIECES)
+
+
+def _fastapi_stock(keys: Sequence[str]) -> tuple[tuple[str, ...], Path, dict[str, str]]:
+    command = (sys.executable, "-m", "bench.stock_fastapi", ",".join(keys))
+    return command, FASTAPI_DIR, {"PYTHONPATH": str(REPO)}
+
+
+STOCK_NODE_DIR = BENCH_DIR / "stock-node"
+
+
+def _node_pieces() -> tuple[StockPiece, ...]:
+    """bench/stock-node/pieces.json: one entry per custom piece of the Node service."""
+    listed = STOCK_NODE_DIR / "pieces.json"
+    if not listed.exists():
+        return ()
+    return tuple(
+        StockPiece(str(p["key"]), str(p["piece"]), str(p["stock"]), str(p.get("paths", "hot")))
+        for p in json.loads(listed.read_text())
+    )
+
+
+def _node_stock(keys: Sequence[str]) -> tuple[tuple[str, ...], Path, dict[str, str]]:
+    """``npm start``'s node command with bench/stock-node/register.mjs loaded first: its loader
+    hook serves bench/stock-node/<key>.mjs in place of the service module it replaces."""
+    node, *rest = _npm_start(NODE_DIR)
+    command = (node, "--import", str(STOCK_NODE_DIR / "register.mjs"), *rest)
+    return command, NODE_DIR, {"BENCH_STOCK": ",".join(keys)}
 
 
 def _npm_start(directory: Path) -> tuple[str, ...]:
@@ -114,6 +163,8 @@ def _specs() -> dict[str, ServiceSpec]:
             extra_env={},
             process_name=None,
             callgrind_warmup=1000,
+            pieces=_fastapi_pieces(),
+            stock=_fastapi_stock,
         ),
         "node": ServiceSpec(
             key="node",
@@ -130,6 +181,8 @@ def _specs() -> dict[str, ServiceSpec]:
             extra_env={"MONITOR_TARGETS": "none", "NODE_ENV": "production"},
             process_name="node",
             callgrind_warmup=10_000,
+            pieces=_node_pieces(),
+            stock=_node_stock,
         ),
     }
 
@@ -285,6 +338,15 @@ def priority() -> list[str]:
     return ["nice", "-n", "-10"] if os.geteuid() == 0 else []
 
 
+# Variant "stock:<key>": the 100%-traced service with that custom piece swapped back.
+_STOCK = "stock:"
+# The production profile: 10% of traces kept.
+_PRODUCTION_SAMPLING = {
+    "OTEL_TRACES_SAMPLER": "parentbased_traceidratio",
+    "OTEL_TRACES_SAMPLER_ARG": "0.1",
+}
+
+
 def _instrumented_env(spec: ServiceSpec, backends: _Backends, variant: str) -> dict[str, str]:
     env = {
         "OTEL_SERVICE_NAME": spec.service_name,
@@ -297,8 +359,7 @@ def _instrumented_env(spec: ServiceSpec, backends: _Backends, variant: str) -> d
         **backends.env,
     }
     if variant == "prod":
-        env["OTEL_TRACES_SAMPLER"] = "parentbased_traceidratio"
-        env["OTEL_TRACES_SAMPLER_ARG"] = "0.1"
+        env.update(_PRODUCTION_SAMPLING)
     if variant == "docs":
         # Metrics come from prometheus-client / prom-client on /metrics, as in the service; the
         # Node SDK would otherwise also export its own to OTLP every minute.
@@ -307,6 +368,10 @@ def _instrumented_env(spec: ServiceSpec, backends: _Backends, variant: str) -> d
 
 
 def _command(spec: ServiceSpec, variant: str, direct: bool) -> tuple[tuple[str, ...], Path]:
+    if variant.startswith(_STOCK):
+        assert spec.stock is not None
+        command, cwd, _ = spec.stock(variant.removeprefix(_STOCK).split(","))
+        return command, cwd
     if variant == "bare":
         return spec.bare_command, REPO
     if variant == "docs":
@@ -332,6 +397,9 @@ def _start(
         env.pop("MONITOR_TARGETS", None)
     else:
         env = _instrumented_env(spec, backends, variant)
+    if variant.startswith(_STOCK):
+        assert spec.stock is not None
+        env.update(spec.stock(variant.removeprefix(_STOCK).split(","))[2])
     env.update(extra_env or {})
     timeout = 60.0
     if callgrind_dir is not None:
@@ -673,12 +741,19 @@ def _callgrind_counts(result: ServiceResult, settings: Settings, pin: bool) -> N
         ("docs", "docs", hot),
         ("mix", "full", mix),
     ]
+    plan += [
+        (f"{_STOCK}{p.key}", f"{_STOCK}{p.key}", mix if p.paths == "mix" else hot)
+        for p in spec.pieces
+    ]
+    production_pieces = {f"{_STOCK}{p.key}" for p in spec.pieces if p.paths == "prod"}
     slowdown = 1.0
     for key, variant, paths in plan:
         extra: dict[str, str] = {}
-        if key == "mix":
+        if paths is mix:
             result.callgrind_error_budget = _ERROR_BUDGET / slowdown
             extra["SENTRY_MAX_EVENTS_PER_SECOND"] = f"{result.callgrind_error_budget:.4f}"
+        if key in production_pieces:
+            extra.update(_PRODUCTION_SAMPLING)
         _log(f"{spec.key}: callgrind {key} ({warmup} + {requests} requests)")
         with callgrind.out_dir() as out, contextlib.ExitStack() as stack:
             backends = None if variant == "bare" else _healthy(stack)

@@ -28,6 +28,7 @@ in order and is the whole surface the rest of the app uses.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -49,7 +50,7 @@ from app.telemetry.errors import (
     setup_sentry,
 )
 from app.telemetry.logs import setup_logging
-from app.telemetry.metrics import DroppedTelemetry, sdk_drop_counts
+from app.telemetry.metrics import SDK_SELF_METRICS, DroppedTelemetry
 from app.telemetry.tracebacks import format_traceback
 from app.telemetry.tracing import current_trace_id, setup_tracing
 
@@ -164,10 +165,10 @@ def setup(settings: Settings, registry: CollectorRegistry = REGISTRY) -> Telemet
         registry.register(dropped)
         self_metrics = dropped.meter_provider
 
-        with sdk_drop_counts():
-            log_processor = setup_logging(settings, resource, self_metrics, dropped)
-            sentry_on = setup_sentry(settings, dropped)
-            tracer_provider = setup_tracing(settings, resource, dropped, sentry_on)
+        os.environ[SDK_SELF_METRICS] = "true"  # before any processor or exporter is made
+        log_processor = setup_logging(settings, resource, self_metrics, dropped)
+        sentry_on = setup_sentry(settings, dropped)
+        tracer_provider = setup_tracing(settings, resource, dropped, sentry_on)
         HTTPXClientInstrumentor().instrument(tracer_provider=tracer_provider)
 
         _current = Telemetry(settings, tracer_provider, log_processor, sentry_on, dropped)
