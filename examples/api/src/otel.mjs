@@ -1,10 +1,19 @@
-// OpenTelemetry traces and logs: OTLP/HTTP (JSON) exporters behind bounded queues.
+// OpenTelemetry traces and logs: OTLP/HTTP (JSON) exporters behind the SDK's batch processors.
 //
-// A backend that is down or hanging must never slow a request: spans and log records wait in a
-// queue of fixed size, exports give up after OTEL_EXPORTER_OTLP_TIMEOUT, and whatever cannot be
-// queued or delivered is dropped and counted in telemetry_dropped_total{signal}.
+// A backend that is down or hanging must never slow a request: spans and log records wait in the
+// batch processor's queue of fixed size (a full queue refuses new items), exports give up after
+// OTEL_EXPORTER_OTLP_TIMEOUT, and whatever cannot be queued or delivered is dropped and counted in
+// telemetry_dropped_total{signal,reason}.
 
-import { TraceFlags, context, isSpanContextValid, logs, propagation, trace } from '@opentelemetry/api';
+import {
+  TraceFlags,
+  context,
+  createNoopMeter,
+  isSpanContextValid,
+  logs,
+  propagation,
+  trace,
+} from '@opentelemetry/api';
 import { AsyncLocalStorageContextManager } from '@opentelemetry/context-async-hooks';
 import {
   CompositePropagator,
@@ -30,7 +39,7 @@ import {
   TraceIdRatioBasedSampler,
   TracerProvider,
 } from '@opentelemetry/sdk-trace';
-import { ATTR_SERVICE_NAME, ATTR_SERVICE_VERSION } from '@opentelemetry/semantic-conventions';
+import { ATTR_ERROR_TYPE, ATTR_SERVICE_NAME, ATTR_SERVICE_VERSION } from '@opentelemetry/semantic-conventions';
 import { SentryPropagator } from '@sentry/opentelemetry';
 
 import { countDropped, enableExemplars } from './metrics.mjs';
@@ -60,7 +69,7 @@ export function startOpenTelemetry(config, { sentryOtlp } = {}) {
   if (otel.tracesEndpoint) {
     enableExemplars();
     spanProcessors.push(
-      new _BoundedSpanProcessor(
+      _batchSpanProcessor(
         new OTLPTraceExporter({ url: otel.tracesEndpoint, timeoutMillis: otel.exportTimeoutMs }),
         otel,
         new Outage('traces', 'traces'),
@@ -72,7 +81,7 @@ export function startOpenTelemetry(config, { sentryOtlp } = {}) {
     spanProcessors.push(
       new _TraceShareSpanProcessor(
         config.sentry.tracesSampleRate,
-        new _BoundedSpanProcessor(
+        _batchSpanProcessor(
           new OTLPTraceExporter({ ...sentryOtlp, timeoutMillis: otel.exportTimeoutMs }),
           otel,
           new Outage('sentry-traces', 'traces'),
@@ -102,7 +111,7 @@ export function startOpenTelemetry(config, { sentryOtlp } = {}) {
   const processors = [];
   if (otel.logsEndpoint) {
     processors.push(
-      new _BoundedLogRecordProcessor(
+      _batchLogRecordProcessor(
         new OTLPLogExporter({ url: otel.logsEndpoint, timeoutMillis: otel.exportTimeoutMs }),
         otel,
         new Outage('logs', 'logs'),
@@ -204,48 +213,18 @@ class _SentryTracePropagator {
 }
 
 /**
- * A BatchSpanProcessor that never holds more than `maxQueueSize` spans (queued or being exported),
- * counts every span it drops or fails to deliver, and scrubs PII from attributes before export.
+ * The SDK's BatchSpanProcessor, exporting spans with PII scrubbed from their attributes, every span
+ * it refuses (full queue) or fails to deliver counted as dropped.
  */
-class _BoundedSpanProcessor {
-  constructor(exporter, { spanQueueSize, spanDelayMs, exportTimeoutMs }, outage) {
-    this._limit = spanQueueSize;
-    this._inFlight = 0;
-    const counting = _countingExporter(exporter, 'traces', _scrubSpan, outage, (n) => {
-      this._inFlight -= n;
-    });
-    this._batch = new BatchSpanProcessor({
-      exporter: counting,
-      maxQueueSize: spanQueueSize,
-      maxExportBatchSize: Math.min(_MAX_EXPORT_BATCH, spanQueueSize),
-      scheduledDelayMillis: spanDelayMs,
-      exportTimeoutMillis: exportTimeoutMs,
-    });
-  }
-
-  onStart(span, parentContext) {
-    this._batch.onStart(span, parentContext);
-  }
-
-  onEnd(span) {
-    if ((span.spanContext().traceFlags & 1) === 0) {
-      return;
-    }
-    if (this._inFlight >= this._limit) {
-      countDropped('traces');
-      return;
-    }
-    this._inFlight += 1;
-    this._batch.onEnd(span);
-  }
-
-  forceFlush() {
-    return this._batch.forceFlush();
-  }
-
-  shutdown() {
-    return this._batch.shutdown();
-  }
+function _batchSpanProcessor(exporter, { spanQueueSize, spanDelayMs, exportTimeoutMs }, outage) {
+  return new BatchSpanProcessor({
+    exporter: _countingExporter(exporter, 'traces', _scrubSpan, outage),
+    maxQueueSize: spanQueueSize,
+    maxExportBatchSize: Math.min(_MAX_EXPORT_BATCH, spanQueueSize),
+    scheduledDelayMillis: spanDelayMs,
+    exportTimeoutMillis: exportTimeoutMs,
+    selfObsMeterProvider: _queueFullCounter('traces'),
+  });
 }
 
 /** Passes on the spans of a deterministic share of traces (chosen by trace id). */
@@ -276,42 +255,40 @@ class _TraceShareSpanProcessor {
   }
 }
 
-/** The log counterpart of _BoundedSpanProcessor (records are scrubbed by the pino logger). */
-class _BoundedLogRecordProcessor {
-  constructor(exporter, { logQueueSize, logDelayMs, exportTimeoutMs }, outage) {
-    this._limit = logQueueSize;
-    this._inFlight = 0;
-    const counting = _countingExporter(exporter, 'logs', (record) => record, outage, (n) => {
-      this._inFlight -= n;
-    });
-    this._batch = new BatchLogRecordProcessor({
-      exporter: counting,
-      maxQueueSize: logQueueSize,
-      maxExportBatchSize: Math.min(_MAX_EXPORT_BATCH, logQueueSize),
-      scheduledDelayMillis: logDelayMs,
-      exportTimeoutMillis: exportTimeoutMs,
-    });
-  }
-
-  onEmit(record, context) {
-    if (this._inFlight >= this._limit) {
-      countDropped('logs');
-      return;
-    }
-    this._inFlight += 1;
-    this._batch.onEmit(record, context);
-  }
-
-  forceFlush() {
-    return this._batch.forceFlush();
-  }
-
-  shutdown() {
-    return this._batch.shutdown();
-  }
+/** The log counterpart of _batchSpanProcessor (records are scrubbed by the pino logger). */
+function _batchLogRecordProcessor(exporter, { logQueueSize, logDelayMs, exportTimeoutMs }, outage) {
+  return new BatchLogRecordProcessor({
+    exporter: _countingExporter(exporter, 'logs', (record) => record, outage),
+    maxQueueSize: logQueueSize,
+    maxExportBatchSize: Math.min(_MAX_EXPORT_BATCH, logQueueSize),
+    scheduledDelayMillis: logDelayMs,
+    exportTimeoutMillis: exportTimeoutMs,
+    selfObsMeterProvider: _queueFullCounter('logs'),
+  });
 }
 
-function _countingExporter(exporter, signal, transform, outage, settled) {
+/**
+ * The batch processors' self-observability meter (their `selfObsMeterProvider` option), reduced to
+ * the one figure the service reports from it: items a full queue refused, which the SDK counts in
+ * otel.sdk.processor.{span,log}.processed with error.type=queue_full. (Failed exports are counted by
+ * _countingExporter, with the failure's reason.) Every other instrument is a no-op.
+ */
+function _queueFullCounter(signal) {
+  // A meter of its own whose other instruments are the API's shared no-op ones.
+  const meter = Object.create(createNoopMeter());
+  meter.createCounter = () => ({
+    add(count, attributes) {
+      if (attributes?.[ATTR_ERROR_TYPE] === 'queue_full') {
+        countDropped(signal, count);
+      }
+    },
+  });
+  return { getMeter: () => meter };
+}
+
+// The exporter, with each batch's outcome told to the outage log and a failed batch counted as
+// dropped.
+function _countingExporter(exporter, signal, transform, outage) {
   return {
     export(items, resultCallback) {
       let done = false;
@@ -320,7 +297,6 @@ function _countingExporter(exporter, signal, transform, outage, settled) {
           return;
         }
         done = true;
-        settled(items.length);
         if (result.code === ExportResultCode.SUCCESS) {
           outage.delivered();
         } else {
