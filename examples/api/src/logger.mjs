@@ -6,10 +6,14 @@ import pino from 'pino';
 import { countDropped } from './metrics.mjs';
 import { scrubText, scrubValue } from './scrub.mjs';
 
-// Lines wait until 8 KiB are buffered or 100 ms have passed, then go out in one write: a write per
-// line was a thread-pool round trip per logged request. A stdout whose reader stalls fills the
-// bounded buffer; lines beyond it are dropped and counted (telemetry_dropped_total{signal="logs"}),
-// never held in memory or waited for. pino writes what is left synchronously on exit.
+// pino's own destination (sonic-boom), with its documented options bounding it: by default it
+// writes each line asynchronously and, when stdout's reader stalls (a full pipe to a log
+// collector), keeps every line in memory until the process runs out of it. Here lines wait until
+// 8 KiB are buffered or 100 ms have passed, then go out in one write; a stalled reader fills the
+// bounded buffer, and lines beyond it are dropped and counted
+// (telemetry_dropped_total{signal="logs",reason="stdout_buffer_full"}), as in the FastAPI service.
+// pino writes what is left synchronously on exit. This is for that behaviour, not for speed:
+// measured on 2026-12-04, a line costs the same CPU either way (about 6.5 us, pipe to a reader).
 export const STDOUT_BUFFER = Object.freeze({ minLength: 8192, periodicFlush: 100, maxLength: 4 * 1024 * 1024 });
 
 /**
