@@ -166,7 +166,7 @@ def _piece_targets(result: ServiceResult) -> list[Target]:
         targets.append(
             Target(
                 result.spec.key,
-                f"custom piece {piece.piece} saves, against {piece.stock}",
+                f"custom piece {piece.piece}; against {piece.stock}: share of the request saved",
                 f"{saving:.0%} of {where} ({_kilo(service)} vs {_kilo(stock)} per request)",
                 f">= {PIECE_SAVING:.0%}",
                 saving >= PIECE_SAVING,
