@@ -30,7 +30,8 @@ from typing import Any
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
-from bench import callgrind, load, proc
+from bench import callgrind, load, proc, stock_fastapi
+from bench.stock_fastapi import Piece as StockPiece
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "support"))
 from receivers import OtlpReceiver, SentryReceiver
@@ -98,20 +99,8 @@ class ServiceSpec:
     stock: Callable[[Sequence[str]], tuple[tuple[str, ...], Path, dict[str, str]]] | None = None
 
 
-@dataclass(frozen=True)
-class StockPiece:
-    key: str
-    piece: str  # the custom piece, where it lives
-    stock: str  # what replaces it: the library's documented way
-    # What it is weighed on: "hot", the hot path 100% traced; "prod", the hot path at the
-    # production default of 10% traced; "mix", the 10% /error mix, 100% traced.
-    paths: str
-
-
 def _fastapi_pieces() -> tuple[StockPiece, ...]:
-    from bench import stock_fastapi
-
-    return tuple(StockPiece(p.key, p.piece, p.stock, p.paths) for p in stock_fastapi.PIECES)
+    return stock_fastapi.PIECES
 
 
 def _fastapi_stock(keys: Sequence[str]) -> tuple[tuple[str, ...], Path, dict[str, str]]:

@@ -22,6 +22,9 @@ from typing import Any
 
 @dataclass(frozen=True)
 class Piece:
+    """A custom piece of a sample service that ``make bench`` weighs (also the Node service's,
+    listed in bench/stock-node/pieces.json)."""
+
     key: str
     piece: str  # the custom piece, where it lives
     stock: str  # what replaces it: the library's documented way
