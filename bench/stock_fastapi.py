@@ -47,6 +47,12 @@ PIECES = (
         "hot",
     ),
     Piece(
+        "server-span",
+        "app/request_telemetry.py: the server span made by the app's own ASGI middleware",
+        "opentelemetry-instrumentation-fastapi's server span (its send/receive spans off)",
+        "hot",
+    ),
+    Piece(
         "tracebacks",
         "app/telemetry/tracebacks.py: tracebacks without column markers",
         "traceback.format_exception",
@@ -91,6 +97,50 @@ def _sdk_log_handler() -> None:
     logs.OtlpLogHandler = _handler  # type: ignore[assignment,misc]
 
 
+class _NotEnded:
+    """The instrumentation's server span, lent to the app's middleware: the instrumentation
+    ends it, after the middleware has recorded the request."""
+
+    def __init__(self, span: Any) -> None:
+        self._span = span
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._span, name)
+
+    def end(self, end_time: int | None = None) -> None:
+        pass
+
+
+def _instrumented_server_span() -> None:
+    """The server span from opentelemetry-instrumentation-fastapi, set up as its docs show
+    (``FastAPIInstrumentor.instrument_app``); the app's middleware still counts, times and
+    logs the request and reports its error, on that span, but no longer makes or describes
+    it."""
+    from opentelemetry import trace
+    from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
+
+    from app import main, request_telemetry
+
+    def _current_span(self: Any, scope: Any, method: str) -> tuple[Any, None]:
+        return _NotEnded(trace.get_current_span()), None
+
+    request_telemetry.RequestTelemetryMiddleware._start_span = _current_span  # type: ignore[method-assign,assignment]
+    request_telemetry._describe = lambda *args: None
+    create_app = main.create_app
+
+    def _instrumented(settings: Any, telemetry: Any) -> Any:
+        app = create_app(settings, telemetry)
+        FastAPIInstrumentor.instrument_app(
+            app,
+            tracer_provider=telemetry.tracer_provider,
+            excluded_urls="/health,/ready,/metrics",
+            exclude_spans=["receive", "send"],
+        )
+        return app
+
+    main.create_app = _instrumented
+
+
 def _stdlib_tracebacks() -> None:
     """Tracebacks formatted by the standard library."""
     from app.telemetry import errors, logs
@@ -105,6 +155,7 @@ def _stdlib_tracebacks() -> None:
 _SWAPS: dict[str, Callable[[], None]] = {
     "otlp-encoder": _sdk_encoder,
     "otlp-log-handler": _sdk_log_handler,
+    "server-span": _instrumented_server_span,
     "tracebacks": _stdlib_tracebacks,
 }
 assert set(_SWAPS) == {p.key for p in PIECES}
