@@ -8,7 +8,8 @@ import express from 'express';
 import { renderMetrics } from './metrics.mjs';
 import { requestTelemetry } from './request-telemetry.mjs';
 import { scrubText } from './scrub.mjs';
-import { sentryEventAllowed, withRequestScope } from './sentry.mjs';
+import { sentryEventAllowed } from './sentry.mjs';
+import { withRequestScope } from './sentry-requests.mjs';
 
 const _CATALOG = new Map([
   ['SB-1001', { name: 'Signal lamp', in_stock: 12 }],
@@ -116,8 +117,8 @@ export function createApp({ service, logger, monitor, isReady, accessLog = 'samp
     withRequestScope(req, () => next(error));
   });
   // Not setupExpressErrorHandler: its request middleware would write request data into the
-  // process-wide scope (there is no per-request one, see sentry.mjs). Server errors over the
-  // SENTRY_MAX_EVENTS_PER_SECOND budget skip it: they are logged and traced below all the same.
+  // process-wide scope (there is no per-request one, see sentry-requests.mjs). Server errors over
+  // the SENTRY_MAX_EVENTS_PER_SECOND budget skip it: they are logged and traced below all the same.
   const sentryErrorHandler = Sentry.expressErrorHandler();
   app.use(function sentryErrors(error, req, res, next) {
     if (_clientStatus(error) === undefined && !sentryEventAllowed()) {

@@ -9,12 +9,13 @@
 import http from 'node:http';
 import https from 'node:https';
 
-import { httpRequestToRequestData } from '@sentry/core';
 import * as Sentry from '@sentry/node';
 
 import { countDropped } from './metrics.mjs';
 import { Outage, failureReason } from './outage.mjs';
 import { scrubBreadcrumb, scrubSentryEvent } from './scrub.mjs';
+import { eventContextIntegrations } from './sentry-context.mjs';
+import { REPLACED_REQUEST_INTEGRATIONS, RUNTIME_CHANNEL_INJECTION } from './sentry-requests.mjs';
 
 // Sentry's transport keeps at most this many envelopes in flight; more are dropped and counted.
 const _BUFFER_SIZE = 64;
@@ -41,21 +42,16 @@ export function initSentry(config) {
       // Dedupe drops an error identical to the previous one: every /error request must produce
       // its own event, joinable to its own trace. (An error object is still captured only once;
       // the monitor deduplicates outages itself.)
-      // Http and Express are off: for every request they forked a scope, read the headers,
-      // recorded a session and wrapped each Express layer: a fifth or more of the CPU of an
-      // instrumented request, while Sentry is here for errors only (spans and propagation belong
-      // to OpenTelemetry). An error gets its own scope when it happens (withRequestScope) and is
-      // captured by expressErrorHandler (app.mjs).
-      // Context and ContextLines are replaced by cheaper versions of themselves (see below).
+      // Http and Express are replaced by a scope made only for an error (sentry-requests.mjs);
+      // Context and ContextLines by cheaper versions of themselves (sentry-context.mjs).
       ...defaults.filter(
-        (integration) => !['Dedupe', 'Http', 'Express', 'Context', 'ContextLines'].includes(integration.name),
+        (integration) =>
+          !['Dedupe', 'Context', 'ContextLines', ...REPLACED_REQUEST_INTEGRATIONS].includes(integration.name),
       ),
-      ..._cheapContextIntegrations(),
-      _inAppContextLinesIntegration(),
+      ...eventContextIntegrations(),
       Sentry.openTelemetryIntegration(),
     ],
-    // Its only users were the integrations removed above; it also hooks every module compile.
-    enableRuntimeChannelInjection: false,
+    enableRuntimeChannelInjection: RUNTIME_CHANNEL_INJECTION,
     beforeSend: scrubSentryEvent,
     beforeBreadcrumb: scrubBreadcrumb,
     transport: _countingTransport,
@@ -63,73 +59,6 @@ export function initSentry(config) {
       bufferSize: _BUFFER_SIZE,
       httpModule: _httpModuleWithTimeout(sentry.timeoutMs),
     },
-  });
-}
-
-// The default Context integration refreshes the app's memory figures for every event with
-// process.memoryUsage() (walks every heap space) and process.availableMemory() (reads cgroup
-// files): a sixth of the CPU of a captured error. The static contexts stay; the app context
-// keeps its start time (memory is on /metrics: process_resident_memory_bytes).
-function _cheapContextIntegrations() {
-  const appStartTime = new Date(Date.now() - process.uptime() * 1000).toISOString();
-  return [
-    Sentry.nodeContextIntegration({ app: false, device: { cpu: true, memory: false } }),
-    {
-      name: 'AppContext',
-      processEvent(event) {
-        event.contexts = {
-          ...event.contexts,
-          app: { app_start_time: appStartTime, ...event.contexts?.app },
-        };
-        return event;
-      },
-    },
-  ];
-}
-
-// Source lines only for the application's own frames (in_app: not node_modules, not node:).
-// Sentry's ContextLines has no such option and adds them to every frame; a library's source is
-// the same in every event and costs a lookup per frame. Hand-written because the SDK offers no
-// frame filter: the integration is given the in-app frames only, then the full list is restored.
-function _inAppContextLinesIntegration() {
-  const inner = Sentry.contextLinesIntegration();
-  return {
-    name: 'ContextLines',
-    async processEvent(event, hint, client) {
-      const restore = [];
-      for (const exception of event.exception?.values ?? []) {
-        const stacktrace = exception.stacktrace;
-        if (Array.isArray(stacktrace?.frames)) {
-          restore.push([stacktrace, stacktrace.frames]);
-          stacktrace.frames = stacktrace.frames.filter((frame) => frame.in_app !== false);
-        }
-      }
-      try {
-        return await inner.processEvent(event, hint, client);
-      } finally {
-        for (const [stacktrace, frames] of restore) {
-          stacktrace.frames = frames;
-        }
-      }
-    },
-  };
-}
-
-/**
- * Runs `fn` in a Sentry scope of its own describing `req` (request data for the event, the route
- * as transaction name), so nothing of one request's error leaks into another's.
- * @template T
- * @param {import('express').Request} req
- * @param {() => T} fn
- * @returns {T}
- */
-export function withRequestScope(req, fn) {
-  return Sentry.withIsolationScope((scope) => {
-    scope.setSDKProcessingMetadata({ normalizedRequest: httpRequestToRequestData(req) });
-    if (req.route) {
-      scope.setTransactionName(`${req.method} ${req.baseUrl}${req.route.path}`);
-    }
-    return fn();
   });
 }
 
