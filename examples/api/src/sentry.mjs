@@ -14,7 +14,6 @@ import * as Sentry from '@sentry/node';
 import { countDropped } from './metrics.mjs';
 import { Outage, failureReason } from './outage.mjs';
 import { scrubBreadcrumb, scrubSentryEvent } from './scrub.mjs';
-import { eventContextIntegrations } from './sentry-context.mjs';
 import { REPLACED_REQUEST_INTEGRATIONS, RUNTIME_CHANNEL_INJECTION } from './sentry-requests.mjs';
 
 // Sentry's transport keeps at most this many envelopes in flight; more are dropped and counted.
@@ -42,13 +41,8 @@ export function initSentry(config) {
       // Dedupe drops an error identical to the previous one: every /error request must produce
       // its own event, joinable to its own trace. (An error object is still captured only once;
       // the monitor deduplicates outages itself.)
-      // Http and Express are replaced by a scope made only for an error (sentry-requests.mjs);
-      // Context and ContextLines by cheaper versions of themselves (sentry-context.mjs).
-      ...defaults.filter(
-        (integration) =>
-          !['Dedupe', 'Context', 'ContextLines', ...REPLACED_REQUEST_INTEGRATIONS].includes(integration.name),
-      ),
-      ...eventContextIntegrations(),
+      // Http and Express are replaced by a scope made only for an error (sentry-requests.mjs).
+      ...defaults.filter((integration) => !['Dedupe', ...REPLACED_REQUEST_INTEGRATIONS].includes(integration.name)),
       Sentry.openTelemetryIntegration(),
     ],
     enableRuntimeChannelInjection: RUNTIME_CHANNEL_INJECTION,

@@ -47,8 +47,8 @@ const PINS = [
     '@sentry/node',
     '11.12.0',
     'src/sentry-requests.mjs (Http and Express integrations off, errors captured by expressErrorHandler ' +
-      'in a scope withRequestScope makes) and src/sentry-context.mjs (ContextLines processEvent given the ' +
-      'in-app frames only): do the integrations still have these names and jobs? Re-measure both (make bench)',
+      'in a scope withRequestScope makes): do the integrations still have these names and jobs? ' +
+      'Re-measure it (make bench)',
   ],
   [
     '@sentry/core',

@@ -289,7 +289,7 @@ describe('trace-id join', () => {
     assert.deepEqual(otlp.spans().filter((s) => s.traceId === quiet), []);
   });
 
-  it('Sentry events carry source lines for the application frames only, and the app context', async () => {
+  it('Sentry events carry the source lines of the application frame that threw, and the runtime contexts', async () => {
     const { json } = await service.request('/error?marker=frames');
     const event = await waitFor(() => sentry.events().find((e) => e.contexts?.trace?.trace_id === json.trace_id), {
       message: 'the event',
@@ -297,9 +297,6 @@ describe('trace-id join', () => {
     const frames = event.exception.values[0].stacktrace.frames;
     const own = frames.find((f) => f.in_app && /src\/app\.mjs$/.test(f.filename ?? ''));
     assert.match(own?.context_line ?? '', /throw new DeliberateError/);
-    const library = frames.filter((f) => (f.filename ?? '').includes('/node_modules/'));
-    assert.ok(library.length > 0, 'the stack has library frames');
-    assert.deepEqual(library.filter((f) => f.context_line !== undefined), []);
     assert.match(event.contexts.app.app_start_time, /^\d{4}-\d\d-\d\dT/);
     assert.ok(event.contexts.os?.name, 'os context');
   });
