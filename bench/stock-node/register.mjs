@@ -2,7 +2,7 @@
 // replaced by the libraries' documented way, to measure what the piece saves.
 //
 //   cd examples/api
-//   BENCH_STOCK=http-metrics node --import ../../bench/stock-node/register.mjs \
+//   BENCH_STOCK=request-telemetry node --import ../../bench/stock-node/register.mjs \
 //     --import ./src/instrument.mjs src/server.mjs
 //
 // BENCH_STOCK names one or more pieces (comma-separated keys of pieces.json). For each, a loader
