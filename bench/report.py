@@ -146,7 +146,6 @@ def evaluate(result: ServiceResult, settings: Settings) -> list[Target]:
 # A piece's "paths" -> the service's case it is compared with, and what that case is.
 _PIECE_CASES = {
     "hot": ("full", "a 100%-traced request"),
-    "prod": ("prod", "a request at 10% traced"),
     "mix": ("mix", "the 10% /error mix"),
 }
 

@@ -99,10 +99,6 @@ class ServiceSpec:
     stock: Callable[[Sequence[str]], tuple[tuple[str, ...], Path, dict[str, str]]] | None = None
 
 
-def _fastapi_pieces() -> tuple[StockPiece, ...]:
-    return stock_fastapi.PIECES
-
-
 def _fastapi_stock(keys: Sequence[str]) -> tuple[tuple[str, ...], Path, dict[str, str]]:
     command = (sys.executable, "-m", "bench.stock_fastapi", ",".join(keys))
     return command, FASTAPI_DIR, {"PYTHONPATH": str(REPO)}
@@ -152,7 +148,7 @@ def _specs() -> dict[str, ServiceSpec]:
             extra_env={},
             process_name=None,
             callgrind_warmup=1000,
-            pieces=_fastapi_pieces(),
+            pieces=stock_fastapi.PIECES,
             stock=_fastapi_stock,
         ),
         "node": ServiceSpec(
@@ -356,18 +352,21 @@ def _instrumented_env(spec: ServiceSpec, backends: _Backends, variant: str) -> d
     return env
 
 
-def _command(spec: ServiceSpec, variant: str, direct: bool) -> tuple[tuple[str, ...], Path]:
+def _command(
+    spec: ServiceSpec, variant: str, direct: bool
+) -> tuple[tuple[str, ...], Path, dict[str, str]]:
+    """How ``variant`` is started: its command, working directory and own environment."""
     if variant.startswith(_STOCK):
         assert spec.stock is not None
-        command, cwd, _ = spec.stock(variant.removeprefix(_STOCK).split(","))
-        return command, cwd
+        return spec.stock(variant.removeprefix(_STOCK).split(","))
     if variant == "bare":
-        return spec.bare_command, REPO
+        return spec.bare_command, REPO, {}
     if variant == "docs":
         if not (spec.docs_dir / "node_modules").exists() and spec.docs_dir != REPO:
             raise RuntimeError(f"{spec.docs_dir} has no node_modules: run `make setup-node`")
-        return spec.docs_command, spec.docs_dir
-    return (spec.direct_command if direct else spec.instrumented_command), spec.instrumented_dir
+        return spec.docs_command, spec.docs_dir, {}
+    command = spec.direct_command if direct else spec.instrumented_command
+    return command, spec.instrumented_dir, {}
 
 
 @contextlib.contextmanager
@@ -380,15 +379,13 @@ def _start(
     extra_env: Mapping[str, str] | None = None,
 ) -> Iterator[Server]:
     """One server of ``variant``; under callgrind (counting nothing yet) if ``callgrind_dir``."""
-    command, cwd = _command(spec, variant, direct=callgrind_dir is not None)
+    command, cwd, own_env = _command(spec, variant, direct=callgrind_dir is not None)
     if backends is None:
         env = dict(spec.extra_env)
         env.pop("MONITOR_TARGETS", None)
     else:
         env = _instrumented_env(spec, backends, variant)
-    if variant.startswith(_STOCK):
-        assert spec.stock is not None
-        env.update(spec.stock(variant.removeprefix(_STOCK).split(","))[2])
+    env.update(own_env)
     env.update(extra_env or {})
     timeout = 60.0
     if callgrind_dir is not None:
@@ -734,15 +731,12 @@ def _callgrind_counts(result: ServiceResult, settings: Settings, pin: bool) -> N
         (f"{_STOCK}{p.key}", f"{_STOCK}{p.key}", mix if p.paths == "mix" else hot)
         for p in spec.pieces
     ]
-    production_pieces = {f"{_STOCK}{p.key}" for p in spec.pieces if p.paths == "prod"}
     slowdown = 1.0
     for key, variant, paths in plan:
         extra: dict[str, str] = {}
         if paths is mix:
             result.callgrind_error_budget = _ERROR_BUDGET / slowdown
             extra["SENTRY_MAX_EVENTS_PER_SECOND"] = f"{result.callgrind_error_budget:.4f}"
-        if key in production_pieces:
-            extra.update(_PRODUCTION_SAMPLING)
         _log(f"{spec.key}: callgrind {key} ({warmup} + {requests} requests)")
         with callgrind.out_dir() as out, contextlib.ExitStack() as stack:
             backends = None if variant == "bare" else _healthy(stack)

@@ -28,9 +28,7 @@ class Piece:
     key: str
     piece: str  # the custom piece, where it lives
     stock: str  # what replaces it: the library's documented way
-    # What it is weighed on: "hot", the hot path 100% traced; "prod", the hot path at the
-    # production default of 10% traced; "mix", the 10% /error mix, 100% traced.
-    paths: str
+    paths: str  # what it is weighed on, 100% traced: "hot", the hot path; "mix", the /error mix
 
 
 PIECES = (

@@ -299,11 +299,10 @@ def test_compose_preset_reads_the_published_localhost_ports(
     tmp_path: Path,
 ) -> None:
     monkeypatch.chdir(tmp_path)  # no .env here: only exported variables
-    port = {fake: fake.url.rsplit(":", 1)[1] for fake in stack.all}
-    monkeypatch.setenv("FASTAPI_APP_PORT", port[stack.service])
-    monkeypatch.setenv("TEMPO_PORT", port[stack.tempo])
-    monkeypatch.setenv("LOKI_PORT", port[stack.loki])
-    monkeypatch.setenv("PROMETHEUS_PORT", port[stack.prometheus])
+    monkeypatch.setenv("FASTAPI_APP_PORT", str(stack.service.port))
+    monkeypatch.setenv("TEMPO_PORT", str(stack.tempo.port))
+    monkeypatch.setenv("LOKI_PORT", str(stack.loki.port))
+    monkeypatch.setenv("PROMETHEUS_PORT", str(stack.prometheus.port))
     run = verify(capsys, "--compose", "--only", "tempo,loki,prometheus")
 
     assert run.code == 0, run.out
@@ -318,13 +317,12 @@ def test_compose_preset_reads_the_env_file_as_compose_does(
     monkeypatch: pytest.MonkeyPatch,
     tmp_path: Path,
 ) -> None:
-    port = {fake: fake.url.rsplit(":", 1)[1] for fake in stack.all}
     (tmp_path / "docker-compose.yml").write_text("services: {}\n")
     (tmp_path / ".env").write_text(
         "# cp .env.example .env, then edited: Compose's syntax\n"
-        f"FASTAPI_APP_PORT={port[stack.service]}\n"
-        f'LOKI_PORT="{port[stack.loki]}"\n'
-        f"export PROMETHEUS_PORT={port[stack.prometheus]}  # moved\n"
+        f"FASTAPI_APP_PORT={stack.service.port}\n"
+        f'LOKI_PORT="{stack.loki.port}"\n'
+        f"export PROMETHEUS_PORT={stack.prometheus.port}  # moved\n"
         f"TEMPO_PORT={_closed_port_url().rsplit(':', 1)[1]}\n"
         f"SENTRY_URL='{stack.sentry.url}'\n"
         f"SENTRY_ORG={stack.sentry.org}\n"
@@ -332,7 +330,7 @@ def test_compose_preset_reads_the_env_file_as_compose_does(
         "SENTRY_ENVIRONMENT=demo\n"
         "SENTRY_DSN_FASTAPI=https://public@o1.ingest.sentry.io/4505000000000001\n"
     )
-    monkeypatch.setenv("TEMPO_PORT", port[stack.tempo])  # exported: wins over .env
+    monkeypatch.setenv("TEMPO_PORT", str(stack.tempo.port))  # exported: wins over .env
     # Run from a subfolder: Compose finds its file, and the .env beside it, in a parent.
     (tmp_path / "examples").mkdir()
     monkeypatch.chdir(tmp_path / "examples")
@@ -342,7 +340,7 @@ def test_compose_preset_reads_the_env_file_as_compose_does(
     for check in (*LEGS, "prometheus /error"):
         assert run.status(check) == "passed", run.finding(check)
     assert run.finding("service /error")["location"] == (
-        f"GET http://localhost:{port[stack.service]}/error"
+        f"GET http://localhost:{stack.service.port}/error"
     )
     assert run.finding("sentry /error")["details"]["via"] == "direct"
     events = [r for r in stack.sentry.requests if r.path.endswith("/events/")]
@@ -356,11 +354,10 @@ def test_compose_preset_checks_grafana_once_a_token_is_given(
     monkeypatch: pytest.MonkeyPatch,
     tmp_path: Path,
 ) -> None:
-    port = {fake: fake.url.rsplit(":", 1)[1] for fake in stack.all}
     (tmp_path / "compose.yaml").write_text("services: {}\n")
     (tmp_path / ".env").write_text(
         "".join(
-            f"{name}={port[fake]}\n"
+            f"{name}={fake.port}\n"
             for name, fake in (
                 ("FASTAPI_APP_PORT", stack.service),
                 ("TEMPO_PORT", stack.tempo),
